@@ -1,0 +1,9 @@
+"""`xraylens serve` (not built yet)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    subparsers.add_parser("serve", help="(coming soon)")

@@ -1,0 +1,1 @@
+"""Heatmaps, boxes and sentences, and the scores that measure them."""

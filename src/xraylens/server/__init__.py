@@ -1,0 +1,1 @@
+"""FastAPI server and its single static page; imported only by `xraylens serve`."""
