@@ -1,9 +1,182 @@
-"""`xraylens data` (not built yet)."""
+"""`xraylens data`: look at a MURA v1.1 tree (`summary`) or write the built-in synthetic one (`synth`).
+
+Only argparse is imported here; pandas, PIL and the generator load inside the
+handlers so that ``xraylens --help`` stays instant.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+_DATA_EPILOG = """\
+examples:
+  xraylens data synth data/synth --patients 200      # a small MURA-layout dataset to try things on
+  xraylens data summary data/synth                   # counts per split and body part, sizes, problems
+  xraylens data summary ~/datasets/MURA-v1.1 --verify --strict
+"""
+
+_SUMMARY_EPILOG = """\
+ROOT is the MURA-v1.1 folder or the folder that contains it. The official CSVs
+are used when present (labels come from *_labeled_studies.csv); otherwise the
+folders are walked and labels come from the study folder names.
+
+Files that cannot be used (macOS ._* files, empty or truncated images, files
+missing from or absent in the CSVs) are skipped and listed under "problems".
+
+examples:
+  xraylens data summary data/synth
+  xraylens data summary ~/MURA-v1.1 --body-part wrist hand
+  xraylens data summary ~/MURA-v1.1 --json > mura_summary.json
+  xraylens data summary ~/MURA-v1.1 --verify --strict   # decode everything; fail on any problem
+"""
+
+_SYNTH_EPILOG = """\
+Writes OUT/MURA-v1.1/{train,valid}/XR_<PART>/patient*/study*_{positive,negative}/image*.png
+with the official CSVs, plus ground-truth boxes of the drawn abnormalities, so
+that every other command can be tried without the real download.
+
+examples:
+  xraylens data synth data/synth
+  xraylens data synth data/synth_big --patients 2000 --max-side 320 --workers 2 --seed 1
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    subparsers.add_parser("data", help="(coming soon)")
+    parser = subparsers.add_parser(
+        "data",
+        help="summarise a MURA v1.1 folder or write the synthetic dataset",
+        description="Inspect a MURA v1.1 dataset, or write the built-in synthetic one.",
+        epilog=_DATA_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=lambda args: _print_help(parser))
+    commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    _register_summary(commands)
+    _register_synth(commands)
+
+
+def _register_summary(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "summary",
+        help="counts, image sizes and problems of a MURA v1.1 folder",
+        description="Index a MURA v1.1 folder and print what is in it and what had to be skipped.",
+        epilog=_SUMMARY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("root", metavar="ROOT", help="the MURA-v1.1 folder or its parent")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON (for scripts)")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit with an error if any file had to be skipped"
+    )
+    parser.add_argument(
+        "--verify", action="store_true", help="fully decode every image to find truncated files (slow)"
+    )
+    parser.add_argument(
+        "--body-part",
+        metavar="P",
+        nargs="+",
+        action="extend",
+        help="only these body parts: wrist, XR_WRIST, ... (default: all seven)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("train", "valid"),
+        nargs="+",
+        action="extend",
+        help="only these official splits (default: both)",
+    )
+    parser.add_argument(
+        "--no-sizes", action="store_true", help="skip reading image headers for size statistics"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=_summary)
+
+
+def _register_synth(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "synth",
+        help="write the synthetic MURA-layout dataset",
+        description="Write a synthetic dataset in the MURA v1.1 layout (images, CSVs, ground-truth boxes).",
+        epilog=_SYNTH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("out", metavar="OUT", help="folder to write; MURA-v1.1/ is created inside it")
+    parser.add_argument(
+        "--patients", type=_positive_int, default=200, help="number of patients (default: 200)"
+    )
+    parser.add_argument(
+        "--max-side", type=_positive_int, default=512, metavar="PX", help="longest image side (default: 512)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default: 0)")
+    parser.add_argument(
+        "--workers", type=_positive_int, default=1, help="processes to draw with (default: 1)"
+    )
+    parser.set_defaults(handler=_synth)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+# ---------------------------------------------------------------- handlers
+
+
+def _summary(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from xraylens.cli import CLIError
+    from xraylens.data.mura import index_dataset
+    from xraylens.data.summary import format_summary, summarize
+
+    progress = not args.quiet and sys.stderr.isatty()
+    try:
+        index = index_dataset(
+            args.root,
+            splits=args.split or ("train", "valid"),
+            body_parts=args.body_part or None,
+            verify=args.verify,
+            strict=args.strict,
+            progress=progress,
+        )
+        summary = summarize(index, sizes=not args.no_sizes, progress=progress)
+    except ValueError as exc:  # DataError and ImageReadError: the message names the file and the fix
+        raise CLIError(str(exc)) from exc
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from xraylens.cli import CLIError
+    from xraylens.data.synthetic import generate
+
+    try:
+        result = generate(
+            args.out,
+            patients=args.patients,
+            max_side=args.max_side,
+            seed=args.seed,
+            workers=args.workers,
+            progress=True,
+        )
+    except (ValueError, OSError) as exc:
+        raise CLIError(str(exc)) from exc
+    facts = ", ".join(
+        f"{key} {value}"
+        for key, value in result.manifest.items()
+        if isinstance(value, int | float | str) and not isinstance(value, bool)
+    )
+    print(f"wrote synthetic MURA v1.1 dataset to {result.root}" + (f" ({facts})" if facts else ""))
+    print(f"next: xraylens data summary {result.root}")
+    return 0

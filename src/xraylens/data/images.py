@@ -63,7 +63,8 @@ def _kind_from_head(head: bytes) -> str | None:
 
 
 def _is_dicom(path: str | Path, kind: str | None) -> bool:
-    return kind == "dicom" or str(path).lower().endswith(".dcm")
+    """Magic bytes win; the ``.dcm`` suffix only decides for DICOM files written without the preamble."""
+    return kind == "dicom" or (kind is None and str(path).lower().endswith(".dcm"))
 
 
 # ---------------------------------------------------------------- public API

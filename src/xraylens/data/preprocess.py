@@ -9,9 +9,7 @@ on the network input can be mapped back onto the original image.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
