@@ -1,9 +1,122 @@
-"""`xraylens evaluate` (not built yet)."""
+"""`xraylens evaluate`: score checkpoint(s) on a MURA split and write the report folder.
+
+Only argparse is imported here; torch and the evaluation code load inside the handler.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+_EPILOG = """\
+Everything about the model comes from the checkpoint: architecture,
+preprocessing, temperature, threshold, and the validation subset (carved from
+train by patient with the val_fraction and split_seed used in training) on
+which --calibrate and --threshold youden|kappa are fitted. The official valid
+split is the test set.
+
+Several checkpoints form an ensemble: their probabilities are averaged (the
+MURA paper's top-5 ensemble). A study's probability is the mean of its views';
+95% confidence intervals come from a bootstrap that resamples studies.
+
+Writes into OUT: metrics.json, per_body_part.{md,csv}, predictions_images.csv,
+predictions_studies.csv, submission.csv (MURA style: study path,0|1),
+sample_predictions.png, roc.png, confusion.png, reliability.png.
+
+examples:
+  xraylens evaluate runs/demo/checkpoints/best.ckpt --data data/synth --out runs/demo/eval
+  xraylens evaluate run1/best.ckpt run2/best.ckpt run3/best.ckpt --data ~/MURA-v1.1 --out eval/ensemble
+  xraylens evaluate best.ckpt --data ~/MURA-v1.1 --out eval/wrist --body-part wrist
+  xraylens evaluate best.ckpt --data ~/MURA-v1.1 --out eval/cal --calibrate --threshold kappa
+  xraylens evaluate best.ckpt --data data/synth --out eval/quick --bootstrap 200 --batch-size 16
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    subparsers.add_parser("evaluate", help="(coming soon)")
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="image- and study-level metrics, per body part, with CIs, plots and a MURA submission file",
+        description="Evaluate one checkpoint (or an ensemble of several) on a MURA v1.1 split.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoints", metavar="CKPT", nargs="+", help="checkpoint(s) written by `xraylens train`")
+    parser.add_argument("--data", required=True, metavar="ROOT", help="the MURA-v1.1 folder or its parent")
+    parser.add_argument("--split", choices=("valid", "train"), default="valid",
+                        help="official split to evaluate (default: valid, MURA's public test set)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the report files")
+    parser.add_argument("--body-part", metavar="P", nargs="+", action="extend",
+                        help="only these body parts: wrist, XR_WRIST, ... (default: all)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="fit temperature scaling on the validation subset before measuring")
+    parser.add_argument("--threshold", default="checkpoint", metavar="T",
+                        help="checkpoint (stored at training, default), a number such as 0.5, or youden / "
+                             "kappa (maximised on validation studies)")
+    parser.add_argument("--bootstrap", type=_count, default=1000, metavar="N",
+                        help="bootstrap resamples for the 95%% CIs (default: 1000; 0 = no CIs)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap and sample-figure seed (default: 0)")
+    parser.add_argument("--batch-size", type=_positive, default=64, metavar="B", help="default: 64")
+    parser.add_argument("--workers", type=_count, default=0, metavar="W", help="data loading processes (default: 0)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=_evaluate)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from xraylens.cli import CLIError
+    from xraylens.data.problems import DataError
+    from xraylens.evaluation import EvaluationError, evaluate
+    from xraylens.models import CheckpointError
+
+    try:
+        report = evaluate(
+            [Path(p) for p in args.checkpoints],
+            args.data,
+            split=args.split,
+            out=Path(args.out),
+            body_parts=args.body_part,
+            calibrate=args.calibrate,
+            threshold=args.threshold,
+            n_boot=args.bootstrap,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            progress=not args.quiet and sys.stderr.isatty(),
+            device=args.device,
+        )
+    except (CheckpointError, DataError, EvaluationError) as exc:
+        raise CLIError(str(exc)) from exc
+    m = report.metrics
+    study = m["study"]
+    print(f"study AUROC  {_with_ci(study, 'auroc')}")
+    print(f"study kappa  {_with_ci(study, 'kappa')}")
+    print(f"image AUROC  {_with_ci(m['image'], 'auroc')}")
+    print(f"{study['n']} studies, {m['image']['n']} images, threshold {m['threshold']:.3f} ({m['threshold_method']})"
+          + (f", {m['skipped']['count']} unreadable skipped" if m["skipped"]["count"] else ""))
+    print(f"reports in {args.out}/ (per_body_part.md, metrics.json, figures)")
+    return 0
+
+
+def _with_ci(section: dict, name: str) -> str:
+    value, (lo, hi) = section[name], section["ci95"][name]
+    text = "n/a" if value is None else f"{value:.3f}"
+    return text + ("" if lo is None or hi is None else f"  [95% CI {lo:.3f}, {hi:.3f}]")

@@ -1,0 +1,494 @@
+"""Evaluate one checkpoint, or an ensemble of them, on a MURA split the way the MURA paper does.
+
+Everything is rebuilt from the checkpoints: architecture, preprocessing,
+temperature, threshold, and the validation subset used for calibration and
+threshold choice (``val_fraction`` and ``split_seed`` from the training config
+stored in the checkpoint). Nothing comes from today's command line except
+which data to read and where to write.
+
+An ensemble averages the models' probabilities (the paper's top-5 ensemble);
+each model sees its inputs through its own preprocessing. Study probability is
+the mean of the study's image probabilities. Unreadable images are dropped,
+counted and listed in ``metrics.json``; they never stop an evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from xraylens._version import __version__
+from xraylens.calibration import (
+    THRESHOLD_METHODS,
+    apply_temperature,
+    binary_nll,
+    choose_threshold,
+    expected_calibration_error,
+    fit_temperature,
+    logit,
+    reliability_curve,
+    sigmoid,
+)
+from xraylens.config import DataConfig
+from xraylens.metrics import METRIC_NAMES, evaluation_metrics, to_jsonable
+from xraylens.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+THRESHOLD_CHOICES: tuple[str, ...] = ("checkpoint", "0.5", *THRESHOLD_METHODS)
+ECE_BINS = 10
+SAMPLES_PER_OUTCOME = 4
+IMAGE_COLUMNS = ("path", "study_id", "body_part", "label", "probability", "prediction")
+STUDY_COLUMNS = ("study_path", "body_part", "n_views", "label", "probability", "prediction")
+
+
+class EvaluationError(ValueError):
+    """An evaluation that cannot run as asked (no validation data, a bad threshold...); says what to change."""
+
+
+@dataclass
+class EvaluationReport:
+    """What ``evaluate`` measured and wrote; ``metrics`` is exactly the content of ``metrics.json``."""
+
+    metrics: dict[str, Any]
+    images: pd.DataFrame  # one row per readable image: IMAGE_COLUMNS (+ study_path)
+    studies: pd.DataFrame  # one row per study: STUDY_COLUMNS (+ study_id)
+    paths: dict[str, Path] = field(default_factory=dict)  # output name -> file
+    summary: str = ""
+
+
+# ---------------------------------------------------------------- prediction
+
+
+def predict_table(
+    loaded_models: list[LoadedModel],
+    table: pd.DataFrame,
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+    device: str | None = None,
+) -> np.ndarray:
+    """P(abnormal) per row of ``table`` (needs ``file``), averaged over models; NaN where unreadable.
+
+    Each model's logits are divided by its checkpoint's temperature before the
+    sigmoid. Models sharing a preprocessing share one pass over the images.
+    ``device=None`` uses CUDA when available; models are moved there in place.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from xraylens.data.dataset import RadiographDataset
+
+    if not loaded_models:
+        raise EvaluationError("predict_table needs at least one model")
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    table = table.reset_index(drop=True)
+    total = np.zeros(len(table), dtype=np.float64)
+    readable = np.ones(len(table), dtype=bool)
+    by_prep: dict[Any, list[LoadedModel]] = {}
+    for loaded in loaded_models:
+        by_prep.setdefault(loaded.meta.preprocessing, []).append(loaded)
+    for prep, members in by_prep.items():
+        loader = DataLoader(RadiographDataset(table, prep), batch_size=batch_size, shuffle=False,
+                            num_workers=num_workers)
+        nets = [(m.model.to(target).eval(), m.meta.temperature) for m in members]
+        desc = f"predicting ({len(members)} model{'s' * (len(members) > 1)}, {prep.size}px)"
+        with torch.inference_mode():
+            for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+                x = batch["image"].to(target)  # (B, C, S, S) normalised
+                rows = batch["index"].numpy()
+                readable[rows] &= batch["ok"].numpy().astype(bool)
+                for net, temperature in nets:
+                    z = net(x).reshape(-1).double().cpu().numpy()  # (B,) logits
+                    total[rows] += sigmoid(z / temperature)
+    probs = total / len(loaded_models)
+    probs[~readable] = np.nan
+    return probs
+
+
+def study_table(images: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """One row per study (index order kept): mean probability of its views, and the decision."""
+    grouped = images.groupby("study_id", sort=False)
+    studies = grouped.agg(
+        study_path=("study_path", "first"),
+        body_part=("body_part", "first"),
+        n_views=("path", "size"),
+        label=("label", "first"),
+        probability=("probability", "mean"),
+    ).reset_index()
+    studies["prediction"] = (studies["probability"] >= threshold).astype(np.int64)
+    return studies[[*STUDY_COLUMNS, "study_id"]]
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def evaluate(
+    checkpoints: list[Path],
+    data_root: str | Path,
+    *,
+    split: str = "valid",
+    out: str | Path,
+    body_parts: list[str] | None = None,
+    calibrate: bool = False,
+    threshold: str = "checkpoint",
+    n_boot: int = 1000,
+    seed: int = 0,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+    device: str | None = None,
+) -> EvaluationReport:
+    """Predict ``split`` with the checkpoint(s), measure, and write every report file into ``out``.
+
+    ``threshold``: ``checkpoint`` (the value stored at training), a number such
+    as ``0.5``, or ``youden`` / ``kappa`` (maximised on validation studies).
+    ``calibrate`` fits a temperature on the validation images first. Raises
+    CheckpointError, DataError or EvaluationError with the fix in the message.
+    """
+    from xraylens.data.mura import index_dataset
+    from xraylens.models import load_checkpoint
+
+    threshold = _check_threshold_spec(threshold)
+    if not checkpoints:
+        raise EvaluationError("give at least one checkpoint")
+    out = Path(out)
+    if (out / "metrics.json").exists():
+        log.warning("%s already holds an evaluation; its files will be replaced", out)
+    models = [load_checkpoint(path) for path in checkpoints]
+    run = dict(batch_size=batch_size, num_workers=num_workers, progress=progress, device=device)
+    index = index_dataset(data_root, splits=(split,), body_parts=body_parts, progress=progress)
+    if index.table.empty:
+        raise EvaluationError(f"no labelled images in split {split!r} of {data_root} (body parts: {body_parts or 'all'})")
+    images, unreadable = _with_probabilities(index.table, predict_table(models, index.table, **run))
+    if images.empty:
+        raise EvaluationError(f"none of the {len(unreadable)} images of split {split!r} could be read "
+                              f"(e.g. {unreadable[0]}); check the files with `xraylens data summary --verify`")
+
+    val_images, validation = None, None
+    if calibrate or threshold in THRESHOLD_METHODS:
+        val_table, validation = validation_table(models, data_root, progress=progress)
+        if split == "train":
+            log.warning("evaluating split 'train', which contains the validation subset used for fitting")
+        val_images, val_unreadable = _with_probabilities(val_table, predict_table(models, val_table, **run))
+        validation.update(n_images=len(val_images), n_studies=int(val_images["study_id"].nunique()),
+                          unreadable=len(val_unreadable))
+
+    raw = images["probability"].to_numpy()
+    calibration, value, method = _decide(threshold, calibrate, models, images, val_images)
+    images["prediction"] = (images["probability"] >= value).astype(np.int64)
+    studies = study_table(images, value)
+
+    metrics: dict[str, Any] = {
+        "xraylens_version": __version__,
+        "split": split,
+        "data_root": str(index.root),
+        "body_parts": sorted(images["body_part"].unique().tolist()),
+        "checkpoints": [_describe(m) for m in models],
+        "threshold": value,
+        "threshold_method": method,
+        "temperature": calibration["temperature"],
+        "calibration": calibration,
+        "ece": _ece(images, raw, studies, calibrate),
+        "validation": validation,
+        "bootstrap": {"n_boot": n_boot, "seed": seed, "level": 0.95, "resampled": "studies",
+                      "method": "percentile"},
+        "skipped": {"count": len(unreadable), "unreadable": unreadable,
+                    "index_problems": index.problem_summary()},
+    }
+    metrics.update(evaluation_metrics(images["label"].to_numpy(), images["probability"].to_numpy(),
+                                      images["study_id"].to_numpy(), images["body_part"].to_numpy(),
+                                      value, n_boot=n_boot, seed=seed))
+    metrics = to_jsonable(metrics)
+    report = EvaluationReport(metrics=metrics, images=images, studies=studies)
+    report.paths = _write_outputs(out, report, models[0], raw, seed)
+    report.summary = summary_text(metrics, out)
+    log.info("%s", report.summary)
+    return report
+
+
+def validation_table(
+    models: list[LoadedModel], data_root: str | Path, *, progress: bool = True
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The validation subset carved from ``train`` exactly as training did (settings from the checkpoint)."""
+    from xraylens.data.mura import index_dataset
+    from xraylens.data.splits import split_train_val
+
+    defaults = DataConfig()
+    settings = []
+    for m in models:
+        data = m.meta.experiment.get("data", {}) or {}
+        settings.append((float(data.get("val_fraction", defaults.val_fraction)),
+                         int(data.get("split_seed", defaults.split_seed)),
+                         tuple(data.get("body_parts") or defaults.body_parts)))
+    if len(set(settings)) > 1:
+        log.warning("checkpoints were trained with different validation splits %s; using the first's", settings)
+    val_fraction, split_seed, parts = settings[0]
+    info: dict[str, Any] = {"val_fraction": val_fraction, "split_seed": split_seed, "body_parts": list(parts)}
+    if val_fraction <= 0:
+        raise EvaluationError(
+            f"{models[0].path} was trained without a validation subset (val_fraction=0), so there is nothing "
+            "to calibrate or choose a threshold on; drop --calibrate and use --threshold checkpoint or 0.5"
+        )
+    index = index_dataset(data_root, splits=("train",), body_parts=parts or None, progress=progress)
+    table = split_train_val(index.table, val_fraction, split_seed)
+    val = table[table["subset"] == "val"].reset_index(drop=True)
+    if val.empty:
+        raise EvaluationError(f"the validation subset of {data_root} is empty (val_fraction={val_fraction})")
+    return val, info
+
+
+# ---------------------------------------------------------------- steps of evaluate
+
+
+def _check_threshold_spec(spec: str) -> str:
+    spec = str(spec).strip().lower()
+    if spec in ("checkpoint", *THRESHOLD_METHODS):
+        return spec
+    try:
+        value = float(spec)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise EvaluationError(f"threshold {spec!r}: use checkpoint, youden, kappa or a number in (0, 1) such as 0.5")
+    return spec
+
+
+def _with_probabilities(table: pd.DataFrame, probs: np.ndarray) -> tuple[pd.DataFrame, list[str]]:
+    """Attach probabilities; drop (and return the paths of) unreadable images."""
+    frame = table.reset_index(drop=True).copy()
+    frame["probability"] = probs
+    bad = frame["probability"].isna()
+    unreadable = frame.loc[bad, "path"].astype(str).tolist()
+    if unreadable:
+        log.warning("%d unreadable image(s) skipped, e.g. %s", len(unreadable), unreadable[0])
+    return frame.loc[~bad].reset_index(drop=True), unreadable
+
+
+def _fit_calibration(val_images: pd.DataFrame) -> dict[str, Any]:
+    z = logit(val_images["probability"].to_numpy())
+    y = val_images["label"].to_numpy()
+    try:
+        temperature = fit_temperature(z, y)
+    except ValueError as exc:
+        raise EvaluationError(f"cannot calibrate: {exc}") from exc
+    return {"fitted": True, "temperature": temperature, "fitted_on": "validation images",
+            "nll_before": binary_nll(z, y), "nll_after": binary_nll(z, y, temperature)}
+
+
+def _decide(
+    spec: str, calibrate: bool, models: list[LoadedModel], images: pd.DataFrame, val_images: pd.DataFrame | None
+) -> tuple[dict[str, Any], float, str]:
+    """Fit the temperature (rescaling ``images`` and ``val_images`` in place), then pick the threshold."""
+    calibration: dict[str, Any] = {"fitted": False, "temperature": 1.0}
+    if calibrate:
+        assert val_images is not None
+        calibration = _fit_calibration(val_images)
+        for frame in (images, val_images):
+            frame["probability"] = apply_temperature(frame["probability"].to_numpy(), calibration["temperature"])
+    value, method = _resolve_threshold(spec, models, val_images)
+    if calibrate and method == "checkpoint":  # keep the checkpoint's decisions: move its cut with the logits
+        value = float(apply_temperature(np.array([value]), calibration["temperature"])[0])
+    return calibration, value, method
+
+
+def _resolve_threshold(spec: str, models: list[LoadedModel], val_images: pd.DataFrame | None) -> tuple[float, str]:
+    if spec == "checkpoint":
+        stored = sorted({float(m.meta.threshold) for m in models})
+        if len(stored) == 1:
+            return stored[0], "checkpoint"
+        log.warning("checkpoints disagree on the threshold %s; using 0.5 (or pass --threshold youden)", stored)
+        return 0.5, "fixed"
+    if spec in THRESHOLD_METHODS:
+        assert val_images is not None
+        studies = study_table(val_images, 0.5)
+        try:
+            return choose_threshold(studies["label"].to_numpy(), studies["probability"].to_numpy(), spec), spec
+        except ValueError as exc:
+            raise EvaluationError(f"cannot choose a threshold on validation studies: {exc}") from exc
+    return float(spec), "fixed"
+
+
+def _ece(images: pd.DataFrame, raw: np.ndarray, studies: pd.DataFrame, calibrated: bool) -> dict[str, Any]:
+    """ECE of the split, as delivered by the checkpoints ("before") and after fitted temperature."""
+    y = images["label"].to_numpy()
+    raw_studies = study_table(images.assign(probability=raw), 0.5)
+    before = {"image": expected_calibration_error(y, raw, ECE_BINS),
+              "study": expected_calibration_error(raw_studies["label"], raw_studies["probability"], ECE_BINS)}
+    after = {"image": expected_calibration_error(y, images["probability"].to_numpy(), ECE_BINS),
+             "study": expected_calibration_error(studies["label"], studies["probability"], ECE_BINS)}
+    return {"before": before["study"], "after": after["study"] if calibrated else None, "level": "study",
+            "n_bins": ECE_BINS, "image": {"before": before["image"], "after": after["image"] if calibrated else None}}
+
+
+def _describe(m: LoadedModel) -> dict[str, Any]:
+    return {"path": str(m.path), "model": m.meta.model.name, "temperature": m.meta.temperature,
+            "threshold": m.meta.threshold, "preprocessing": m.meta.preprocessing.to_dict(),
+            "xraylens_version": m.meta.xraylens_version}
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def _write_outputs(out: Path, report: EvaluationReport, first: LoadedModel, raw: np.ndarray, seed: int) -> dict[str, Path]:
+    from xraylens.atomic import atomic_write_json, atomic_write_text
+
+    images, studies, metrics = report.images, report.studies, report.metrics
+    table = per_body_part_table(metrics)
+    paths = {
+        "metrics": atomic_write_json(out / "metrics.json", metrics),
+        "per_body_part_csv": atomic_write_text(out / "per_body_part.csv", table.to_csv(index=False)),
+        "per_body_part_md": atomic_write_text(out / "per_body_part.md", _markdown(table, metrics)),
+        "predictions_images": atomic_write_text(out / "predictions_images.csv",
+                                                images[list(IMAGE_COLUMNS)].to_csv(index=False)),
+        "predictions_studies": atomic_write_text(out / "predictions_studies.csv",
+                                                 studies[list(STUDY_COLUMNS)].to_csv(index=False)),
+        "submission": atomic_write_text(out / "submission.csv", "".join(
+            f"{p},{int(d)}\n" for p, d in zip(studies["study_path"], studies["prediction"], strict=True))),
+    }
+    fitted = metrics["calibration"]["temperature"] if metrics["calibration"]["fitted"] else None
+    paths.update(_write_figures(out, images, studies, first, raw, metrics["threshold"], fitted, seed))
+    return paths
+
+
+def _write_figures(
+    out: Path, images: pd.DataFrame, studies: pd.DataFrame, first: LoadedModel, raw: np.ndarray,
+    threshold: float, temperature: float | None, seed: int,
+) -> dict[str, Path]:
+    """``temperature`` is the fitted one (reliability before/after), or None when not calibrated."""
+    from xraylens.plots import evaluation as plots
+
+    y, p = studies["label"].to_numpy(), studies["probability"].to_numpy()
+    curves = {}
+    if temperature is not None:
+        before = study_table(images.assign(probability=raw), 0.5)
+        curves["before"] = reliability_curve(before["label"].to_numpy(), before["probability"].to_numpy(), ECE_BINS)
+    curves["model" if temperature is None else f"after (T = {temperature:.2f})"] = reliability_curve(y, p, ECE_BINS)
+    return {
+        "sample_predictions": _sample_figure(out / "sample_predictions.png", images, first, threshold, seed),
+        "roc": plots.plot_roc(y, p, studies["body_part"].to_numpy(), out / "roc.png"),
+        "confusion": plots.plot_confusion(y, studies["prediction"].to_numpy(), out / "confusion.png",
+                                          title=f"Study-level confusion matrix, threshold {threshold:.2f}"),
+        "reliability": plots.plot_reliability(curves, out / "reliability.png"),
+    }
+
+
+def _sample_figure(path: Path, images: pd.DataFrame, first: LoadedModel, threshold: float, seed: int) -> Path:
+    """Up to SAMPLES_PER_OUTCOME random images of each outcome, shown as the first model's input."""
+    from xraylens.data.dataset import RadiographDataset
+    from xraylens.data.preprocess import denormalize
+    from xraylens.plots.evaluation import outcome, plot_sample_predictions
+
+    rng = np.random.default_rng(seed)
+    kinds = np.array([outcome(int(t), int(d)) for t, d in zip(images["label"], images["prediction"], strict=True)])
+    chosen = []
+    for kind in ("TP", "FN", "TN", "FP"):
+        rows = np.flatnonzero(kinds == kind)
+        chosen += sorted(rng.choice(rows, size=min(SAMPLES_PER_OUTCOME, len(rows)), replace=False).tolist())
+    picked = images.iloc[chosen].reset_index(drop=True)
+    prep = first.meta.preprocessing
+    dataset = RadiographDataset(picked, prep)
+    pictures = [denormalize(dataset[i]["image"], prep) for i in range(len(picked))]
+    captions = [f"{part.removeprefix('XR_').lower()} · {sid.split('/')[-2]}/{sid.split('/')[-1]}"
+                for part, sid in zip(picked["body_part"], picked["study_id"], strict=True)]
+    return plot_sample_predictions(pictures, picked["label"].tolist(), picked["probability"].tolist(),
+                                   picked["prediction"].tolist(), captions, path, threshold=threshold,
+                                   per_outcome=SAMPLES_PER_OUTCOME, title="Image-level predictions")
+
+
+def per_body_part_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """One row per body part plus ``all``: study metrics with CIs, and image AUROC."""
+    rows = []
+    study, image = metrics["study"], metrics["image"]
+    for part in [*sorted(study["by_body_part"]), "all"]:
+        s = study if part == "all" else study["by_body_part"][part]
+        i = image if part == "all" else image["by_body_part"][part]
+        rows.append({
+            "body_part": part, "n_studies": s["n"], "n_images": i["n"],
+            "study_auroc": s["auroc"], "study_auroc_lo": s["ci95"]["auroc"][0], "study_auroc_hi": s["ci95"]["auroc"][1],
+            "kappa": s["kappa"], "kappa_lo": s["ci95"]["kappa"][0], "kappa_hi": s["ci95"]["kappa"][1],
+            **{name: s[name] for name in ("accuracy", "sensitivity", "specificity", "f1")},
+            "image_auroc": i["auroc"],
+        })
+    return pd.DataFrame(rows)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _fmt(value: Any, lo: Any = None, hi: Any = None, ci: bool = False) -> str:
+    """``0.812``, or with ``ci`` ``0.812 [0.790, 0.833]``; undefined values read ``n/a``."""
+    text = "n/a" if _missing(value) else f"{value:.3f}"
+    if ci:
+        text += " [n/a]" if _missing(lo) or _missing(hi) else f" [{lo:.3f}, {hi:.3f}]"
+    return text
+
+
+def _markdown(table: pd.DataFrame, metrics: dict[str, Any]) -> str:
+    lines = [
+        f"# Evaluation on MURA `{metrics['split']}`: per body part",
+        "",
+        f"Study-level metrics (study probability = mean of its views) at threshold {metrics['threshold']:.3f} "
+        f"({metrics['threshold_method']}); 95% CIs from {metrics['bootstrap']['n_boot']} bootstrap resamples "
+        "of studies. Image AUROC is per image.",
+        "",
+        "| body part | n studies | study AUROC [95% CI] | kappa [95% CI] | accuracy | sensitivity | "
+        "specificity | image AUROC |",
+        "|---|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for row in table.to_dict("records"):
+        name = "**all**" if row["body_part"] == "all" else row["body_part"]
+        lines.append(
+            f"| {name} | {row['n_studies']} | {_fmt(row['study_auroc'], row['study_auroc_lo'], row['study_auroc_hi'], ci=True)} "
+            f"| {_fmt(row['kappa'], row['kappa_lo'], row['kappa_hi'], ci=True)} | {_fmt(row['accuracy'])} "
+            f"| {_fmt(row['sensitivity'])} | {_fmt(row['specificity'])} | {_fmt(row['image_auroc'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def summary_text(metrics: dict[str, Any], out: Path | None = None) -> str:
+    """One paragraph: what was evaluated, headline study numbers with CIs, image AUROC, calibration."""
+    s, i = metrics["study"], metrics["image"]
+    n_models = len(metrics["checkpoints"])
+    who = "1 checkpoint" if n_models == 1 else f"an ensemble of {n_models} checkpoints"
+    parts = {k: v["kappa"] for k, v in s["by_body_part"].items() if v["kappa"] is not None}
+    spread = ""
+    if len(parts) > 1:
+        lo, hi = min(parts, key=parts.get), max(parts, key=parts.get)
+        spread = f" Kappa ranges from {parts[lo]:.3f} ({lo}) to {parts[hi]:.3f} ({hi})."
+    ece = metrics["ece"]
+    calib = f"study ECE {_fmt(ece['before'])}"
+    if ece["after"] is not None:
+        calib += f" -> {_fmt(ece['after'])} after temperature {metrics['temperature']:.2f}"
+    skipped = metrics["skipped"]["count"]
+    return (
+        f"Evaluated {who} on MURA {metrics['split']}: {i['n']} images in {s['n']} studies"
+        f"{f' ({skipped} unreadable skipped)' if skipped else ''}. Study level at threshold "
+        f"{metrics['threshold']:.3f} ({metrics['threshold_method']}): AUROC "
+        f"{_fmt(s['auroc'], *s['ci95']['auroc'], ci=True)}, Cohen's kappa {_fmt(s['kappa'], *s['ci95']['kappa'], ci=True)}, "
+        f"accuracy {_fmt(s['accuracy'])}, sensitivity {_fmt(s['sensitivity'])}, specificity "
+        f"{_fmt(s['specificity'])}; image AUROC {_fmt(i['auroc'], *i['ci95']['auroc'], ci=True)}.{spread} "
+        f"Calibration: {calib}.{f' Reports in {out}.' if out else ''}"
+    )
+
+
+__all__ = [
+    "METRIC_NAMES",
+    "THRESHOLD_CHOICES",
+    "EvaluationError",
+    "EvaluationReport",
+    "evaluate",
+    "per_body_part_table",
+    "predict_table",
+    "study_table",
+    "summary_text",
+    "validation_table",
+]
