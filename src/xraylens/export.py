@@ -1,0 +1,270 @@
+"""ONNX export with a parity check, and the ONNX Runtime engine behind ``--engine onnx``.
+
+The exported graph takes the normalised (B, C, S, S) float32 batch (B is
+dynamic) and returns two (B, 1) outputs: ``logit`` and the calibrated
+``probability`` = sigmoid(logit / temperature). Everything else a consumer
+needs (preprocessing, class names, threshold, temperature, architecture,
+xraylens version, training summary) is stored as JSON in the model's
+``metadata_props`` (key ``xraylens``; the main fields also under their own
+keys, so Netron and ``onnx.load`` show them).
+
+One file: weights are embedded (``external_data=False``). Our largest network
+(DenseNet-169) is ~50 MB, far below protobuf's 2 GB limit, and a single file
+cannot lose its ``.onnx.data`` sibling on the way to a deployment machine.
+
+Runtime: :class:`OnnxPredictor` needs onnxruntime, numpy, OpenCV and Pillow
+but not torch; torch is imported only for heatmaps (ONNX Runtime has no
+gradients), which come from the checkpoint kept next to the ``.onnx``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xraylens.data.images import DEFAULT_MAX_PIXELS
+from xraylens.data.preprocess import letterbox, normalize
+from xraylens.inference import ModelCard, Predictor
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "xraylens"
+INPUT_NAME, LOGIT_NAME, PROBABILITY_NAME = "image", "logit", "probability"
+_ONNX_HINT = "pip install 'xraylens[onnx]'"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    max_abs_diff: float  # on the probability output, over every parity input
+    max_abs_diff_logit: float
+    n_checked: int  # images compared between torch and ONNX Runtime (0 = check skipped)
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.n_checked == 0 or self.max_abs_diff <= self.tolerance
+
+
+def default_onnx_path(checkpoint: str | Path) -> Path:
+    """``runs/x/best.ckpt`` -> ``runs/x/best.onnx``: where ``--engine onnx`` looks for it."""
+    return Path(checkpoint).with_suffix(".onnx")
+
+
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ImportError(f"ONNX Runtime is not installed: {_ONNX_HINT}") from exc
+    return onnxruntime
+
+
+# ---------------------------------------------------------------- export
+
+
+def export_onnx(checkpoint: str | Path, out_path: str | Path | None = None, *, opset: int | None = None,
+                check: bool = True, tolerance: float = 1e-4, images: Sequence[str | Path] = (),
+                seed: int = 0) -> ExportResult:
+    """Export a checkpoint to one ``.onnx`` file and compare ONNX Runtime with torch.
+
+    Parity inputs: random normalised tensors, synthetic radiograph-like images
+    through the real preprocessing, and ``images`` (files) if given. The file is
+    kept even when the check fails (``result.passed`` is False), so it can be
+    inspected; ``xraylens export`` exits non-zero then.
+    """
+    import torch
+
+    from xraylens.atomic import atomic_path
+    from xraylens.models import load_checkpoint
+
+    try:
+        import onnxscript  # noqa: F401 - the dynamo exporter needs it; fail early with the extra named
+    except ImportError as exc:
+        raise ImportError(f"ONNX export needs onnx and onnxscript: {_ONNX_HINT}") from exc
+
+    loaded = load_checkpoint(checkpoint)
+    card = ModelCard.from_meta(loaded.meta)
+    prep = card.preprocessing
+    out = Path(out_path) if out_path is not None else default_onnx_path(checkpoint)
+    wrapped = _exported_module(loaded.model, card.temperature).eval()
+    example = torch.zeros(2, prep.in_channels, prep.size, prep.size)
+    program = torch.onnx.export(
+        wrapped, (example,), dynamo=True, external_data=False, opset_version=opset, verbose=False,
+        input_names=[INPUT_NAME], output_names=[LOGIT_NAME, PROBABILITY_NAME],
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+    )
+    program.model.metadata_props.update(_metadata(card))
+    program.model.doc_string = (f"xraylens {card.architecture}: input '{INPUT_NAME}' (B, {prep.in_channels}, "
+                                f"{prep.size}, {prep.size}) normalised; outputs logit, probability (B, 1)")
+    with atomic_path(out) as tmp:
+        program.save(tmp, external_data=False)
+    log.info("wrote %s (%.1f MB)", out, out.stat().st_size / 2**20)
+    if not check:
+        return ExportResult(out, float("nan"), float("nan"), 0, tolerance)
+
+    batch = parity_inputs(card, images, seed=seed)
+    with torch.inference_mode():
+        logit_t, prob_t = (t.numpy() for t in wrapped(torch.from_numpy(batch)))
+    session = _session(out, "cpu")
+    logit_o, prob_o = session.run([LOGIT_NAME, PROBABILITY_NAME], {INPUT_NAME: batch})
+    single = session.run([PROBABILITY_NAME], {INPUT_NAME: batch[:1]})[0]  # the batch axis really is dynamic
+    diff_p = max(float(np.abs(prob_o - prob_t).max()), float(np.abs(single - prob_t[:1]).max()))
+    diff_l = float(np.abs(logit_o - logit_t).max())
+    return ExportResult(out, diff_p, diff_l, len(batch), tolerance)
+
+
+def _exported_module(net: Any, temperature: float) -> Any:
+    import torch
+
+    class Exported(torch.nn.Module):
+        """The network plus calibration, so ONNX consumers get P(abnormal) without our code."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+        def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logit = self.net(image)  # (B, 1)
+            return logit, torch.sigmoid(logit / self.temperature)
+
+    return Exported()
+
+
+
+def _metadata(card: ModelCard) -> dict[str, str]:
+    full = card.to_dict()
+    props = {METADATA_KEY: json.dumps(full)}
+    for key in ("architecture", "preprocessing", "class_names", "threshold", "temperature", "xraylens_version"):
+        props[key] = json.dumps(full[key])
+    return props
+
+
+def parity_inputs(card: ModelCard, images: Sequence[str | Path] = (), *, seed: int = 0) -> np.ndarray:
+    """(N, C, S, S) float32: 2 random tensors, 2 synthetic radiographs, then ``images`` through the pipeline."""
+    from xraylens.data.images import read_image
+
+    prep = card.preprocessing
+    rng = np.random.default_rng(seed)
+    out = [rng.standard_normal((2, prep.in_channels, prep.size, prep.size)).astype(np.float32)]
+    arrays = [synthetic_radiograph(rng, 300, 220), synthetic_radiograph(rng, 180, 260)]
+    arrays += [read_image(p) for p in images]
+    out += [normalize(letterbox(a, prep.size)[0], prep)[None] for a in arrays]
+    return np.ascontiguousarray(np.concatenate(out).astype(np.float32))
+
+
+def synthetic_radiograph(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A dark field with a bright elongated 'bone', a cortex-like rim and noise: real-ish value statistics."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    cy, cx = height / 2, width / 2
+    r = ((xs - cx) / (0.18 * width)) ** 2 + ((ys - cy) / (0.42 * height)) ** 2
+    image = 0.1 + 0.55 * (r < 1) + 0.25 * ((r > 0.7) & (r < 1))
+    image += rng.normal(0, 0.04, size=image.shape)
+    return np.clip(image, 0, 1).astype(np.float32)
+
+
+# ---------------------------------------------------------------- runtime
+
+
+def _session(path: Path, device: str) -> Any:
+    ort = _onnxruntime()
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ValueError(f"device {device!r}: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        return ort.InferenceSession(str(path), providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise ValueError(f"{path}: cannot be loaded by ONNX Runtime ({exc}); re-export it with xraylens export") from exc
+
+
+def read_card(session_or_path: Any) -> ModelCard:
+    """The :class:`ModelCard` stored by :func:`export_onnx` in an ONNX file's metadata."""
+    session = session_or_path if hasattr(session_or_path, "get_modelmeta") else _session(Path(session_or_path), "cpu")
+    props = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in props:
+        raise ValueError("ONNX model has no xraylens metadata (was it written by `xraylens export`?); "
+                         "xraylens needs it for the preprocessing and threshold")
+    return ModelCard.from_dict(json.loads(props[METADATA_KEY]))
+
+
+class OnnxEngine:
+    """An ONNX Runtime session (thread-safe ``run``; no lock needed)."""
+
+    name = "onnx"
+
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+        self.path = Path(path)
+        self.session = _session(self.path, device)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        (logit,) = self.session.run([LOGIT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})
+        return logit.reshape(-1).astype(np.float64)
+
+    def cams(self, batch: np.ndarray, *, method: str, target: str) -> np.ndarray:
+        raise NotImplementedError("ONNX Runtime computes no gradients; heatmaps come from the torch engine")
+
+
+class OnnxPredictor(Predictor):
+    """A :class:`Predictor` whose probabilities come from ONNX Runtime (no torch needed for them)."""
+
+    @classmethod
+    def open(cls, path: str | Path, *, device: str = "cpu", method: str | None = None,
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> OnnxPredictor:
+        """``model.onnx``, or a ``.ckpt`` whose exported ``.onnx`` sits next to it (then heatmaps work too)."""
+        path = Path(path)
+        checkpoint: Path | None = None
+        if path.suffix != ".onnx":
+            checkpoint, path = path, default_onnx_path(path)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"--engine onnx: no {path.name} next to {checkpoint}; run `xraylens export {checkpoint}` "
+                    f"first (it writes {path}), or pass a .onnx file"
+                )
+        elif not path.is_file():
+            raise FileNotFoundError(f"ONNX model {path} does not exist")
+        engine = OnnxEngine(path, device)
+        card = read_card(engine.session)
+        cam_engine = _LazyTorchCams(checkpoint, card, device) if checkpoint is not None else None
+        return cls(engine, card, method=method, max_pixels=max_pixels, cam_engine=cam_engine, source=path)
+
+
+class _LazyTorchCams:
+    """Loads the checkpoint (and torch) on the first heatmap request only."""
+
+    name = "torch"
+
+    def __init__(self, checkpoint: Path, card: ModelCard, device: str) -> None:
+        import threading
+
+        self.checkpoint, self.card, self.device = checkpoint, card, device
+        self._engine: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._engine is None:
+                from xraylens.inference import TorchEngine
+                from xraylens.models import load_checkpoint
+
+                log.info("heatmaps come from the torch checkpoint %s (ONNX Runtime has no gradients)",
+                         self.checkpoint)
+                loaded = load_checkpoint(self.checkpoint)
+                if loaded.meta.model.name != self.card.architecture:
+                    raise ValueError(f"{self.checkpoint} is a {loaded.meta.model.name}, but the ONNX model next "
+                                     f"to it is a {self.card.architecture}; re-export it")
+                self._engine = TorchEngine(loaded.model, self.card.architecture, self.device)
+            return self._engine
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self._load().logits(batch)
+
+    def cams(self, batch: np.ndarray, *, method: str, target: str) -> np.ndarray:
+        return self._load().cams(batch, method=method, target=target)
