@@ -30,7 +30,8 @@ class RadiographDataset(Dataset):
     """One sample per row of ``table`` (needs columns ``file`` and ``label``).
 
     ``square_source`` (optional) returns the already-letterboxed uint8 square for a
-    row position (the pre-resized cache); otherwise the file is decoded each time.
+    row position (the pre-resized cache), or ``None`` for an image the cache
+    recorded as unreadable; otherwise the file is decoded each time.
     """
 
     def __init__(
@@ -38,7 +39,7 @@ class RadiographDataset(Dataset):
         table: pd.DataFrame,
         prep: Preprocessing,
         transform: SquareTransform | None = None,
-        square_source: Callable[[int], np.ndarray] | None = None,
+        square_source: Callable[[int], np.ndarray | None] | None = None,
     ) -> None:
         self.table = table.reset_index(drop=True)
         self.files = self.table["file"].astype(str).tolist()
@@ -55,7 +56,10 @@ class RadiographDataset(Dataset):
     def load_square(self, i: int) -> tuple[np.ndarray, bool]:
         """(S, S) float32 in [0, 1] and whether the image could be read."""
         if self.square_source is not None:
-            return self.square_source(i).astype(np.float32) / 255.0, True
+            square = self.square_source(i)
+            if square is None:
+                return np.zeros((self.prep.size, self.prep.size), np.float32), False
+            return square.astype(np.float32) / 255.0, True
         try:
             image = read_image(self.files[i])
         except ImageReadError as exc:
