@@ -1,0 +1,247 @@
+"""Abnormalities (fracture, hardware, lytic lesion) and the normal look-alikes that must not be called abnormal.
+
+A finding is defined once per study in the bone's own terms (which bone, where
+along it, which side of its cross-section) and then seen by every view's
+camera: a displacement sideways shows in the AP view and hides in the lateral
+one, a plate seen face-on shows its screw heads, edge-on its screws. Sizes are
+fractions of the bone's projected radius; line widths are pixels at
+``max_side = 512`` and scale with the image, so a fracture line is ~1-2.5 px
+wide at 512 and mostly gone after a 4x shrink, as in real films.
+
+Look-alikes (growth plates, nutrient canals, bone islands) use the same
+drawing code as the findings, are drawn with the same probability in normal
+and abnormal studies and never get a box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from xraylens.data.synthetic.anatomy import ELIGIBLE, PHYSES
+
+KINDS = ("fracture", "hardware", "lesion")
+
+
+@dataclass(frozen=True)
+class Band:
+    """A thin lucent line across (part of) a bone: hairline fracture, growth plate or nutrient canal."""
+
+    bone: str
+    t: float
+    angle: float  # from transverse, rad
+    width: float  # px at max_side 512
+    depth: float  # 1 = no bone left on the line
+    v0: float = -1.5  # extent along the line, fractions of the radius (-1.5..1.5 = all across)
+    v1: float = 1.5
+    side: float = 0.0  # cross-section angle the crack starts from (one-sided extents flip with it)
+    wave: float = 0.0  # jaggedness amplitude, px at 512
+    wavelength: float = 0.5  # fractions of the radius
+    phase: float = 0.0
+    sclerosis: float = 0.0  # dense margin (growth plates)
+    kind: str = "fracture"
+
+
+@dataclass(frozen=True)
+class Fracture:
+    """A complete fracture: the distal fragment is shifted and tilted as a rigid piece."""
+
+    bone: str
+    t: float
+    angle: float
+    width: float  # px at 512
+    wave: float
+    wavelength: float
+    phase: float
+    dx: float  # sideways shift in the cross-section's x / z, fractions of the radius
+    dz: float
+    axial: float  # along the bone (negative = impaction, fragments overlap)
+    ax: float  # angulation seen from the front / from the side, rad
+    az: float
+    depth: float = 0.7  # share of bone missing along the line (the beam crosses the fracture plane obliquely)
+    kind: str = "fracture"
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """A rounded change of medullary density: lytic lesion (depth > 0) or bone island (depth < 0)."""
+
+    bone: str
+    t: float
+    ox: float  # centre offset from the axis, fractions of the medullary radius
+    oz: float
+    along: float  # semi-axis along the bone, fractions of the radius
+    across: float
+    depth: float
+    rim: float  # sclerotic rim strength
+    thin: float  # cortical thinning where it reaches the cortex
+    moth: bool  # moth-eaten (permeative) margin
+    kind: str = "lesion"
+
+
+@dataclass(frozen=True)
+class Hardware:
+    bone: str
+    t: float
+    kind_of: str  # "plate", "screws", "wire"
+    side: float  # cross-section angle of the plate / entry point
+    span: float  # plate half-length in arc length; screw/wire spacing
+    count: int
+    angle: float  # screws/wires: from transverse, rad
+    length: float  # wires: length in radii
+    kind: str = "hardware"
+
+
+Finding = Band | Fracture | Lesion | Hardware
+
+
+def _eligible(part: str, finger: int) -> list[tuple[str, float, float]]:
+    return [(b.replace("{f}", str(finger)), t0, t1) for b, t0, t1 in ELIGIBLE[part]]
+
+
+def sample_findings(rng: np.random.Generator, part: str, finger: int) -> list[Finding]:
+    """The abnormalities of one abnormal study: 1-3, fractures most often, then hardware, then lesions."""
+    sites = _eligible(part, finger)
+    out: list[Finding] = []
+    for _ in range(int(rng.choice([1, 2, 3], p=[0.72, 0.22, 0.06]))):
+        bone, t0, t1 = sites[int(rng.integers(len(sites)))]
+        t = float(rng.uniform(t0, t1))
+        kind = rng.choice(KINDS, p=[0.55, 0.28, 0.17])
+        if kind == "fracture":
+            out.append(_fracture(rng, bone, t))
+        elif kind == "hardware":
+            out.append(_hardware(rng, bone, t, t0, t1))
+        else:
+            out.append(_lesion(rng, bone, t, lytic=True))
+    return out
+
+
+def _fracture(rng: np.random.Generator, bone: str, t: float) -> Band | Fracture:
+    angle = float(rng.normal(0, 0.3) if rng.random() < 0.8 else rng.choice([-1, 1]) * rng.uniform(0.6, 0.95))
+    width = float(1.0 + 1.5 * rng.beta(1.3, 2.2))  # 1-2.5 px at 512, mostly the thin end
+    wave, wl, ph = (
+        float(rng.uniform(0.2, 0.8)),
+        float(rng.uniform(0.25, 0.8)),
+        float(rng.uniform(0, 2 * np.pi)),
+    )
+    if rng.random() < 0.4:  # incomplete: a crack from one cortex, no displacement
+        reach = float(rng.uniform(0.6, 2.0))
+        return Band(
+            bone,
+            t,
+            angle,
+            width,
+            float(rng.uniform(0.35, 0.8)),
+            1.3 - reach,
+            1.5,
+            float(rng.uniform(0, 2 * np.pi)),
+            wave,
+            wl,
+            ph,
+        )
+    shifted = rng.random() < 0.5  # slight displacement: a cortical step of a fraction of the bone's radius
+    dx, dz = rng.normal(0, 0.12, 2) if shifted else (0.0, 0.0)
+    tilted = rng.random() < 0.35
+    ax, az = rng.normal(0, 0.05, 2) if tilted else (0.0, 0.0)
+    axial = float(rng.choice([0.0, rng.uniform(-0.12, -0.03), rng.uniform(0.02, 0.08)], p=[0.6, 0.25, 0.15]))
+    return Fracture(
+        bone,
+        t,
+        angle,
+        width,
+        wave,
+        wl,
+        ph,
+        float(dx),
+        float(dz),
+        axial,
+        float(ax),
+        float(az),
+        float(rng.uniform(0.35, 0.8)),
+    )
+
+
+def _hardware(rng: np.random.Generator, bone: str, t: float, t0: float, t1: float) -> Hardware:
+    kind = str(rng.choice(["plate", "screws", "wire"], p=[0.45, 0.3, 0.25]))
+    span = float(rng.uniform(0.08, 0.2)) if kind == "plate" else float(rng.uniform(0.02, 0.06))
+    if kind == "plate":
+        t = float(np.clip(t, t0 + span * 0.5, t1 - span * 0.5))
+    count = int(rng.integers(3, 7)) if kind == "plate" else int(rng.integers(1, 4))
+    angle = (
+        float(rng.normal(0, 0.3)) if kind == "screws" else float(rng.choice([-1, 1]) * rng.uniform(0.5, 1.1))
+    )
+    return Hardware(
+        bone, t, kind, float(rng.uniform(0, 2 * np.pi)), span, count, angle, float(rng.uniform(4, 9))
+    )
+
+
+def _lesion(rng: np.random.Generator, bone: str, t: float, lytic: bool) -> Lesion:
+    across = float(rng.uniform(0.45, 0.85) if lytic else rng.uniform(0.15, 0.3))
+    ox, oz = rng.uniform(-0.35, 0.35, 2)
+    if not lytic:
+        return Lesion(
+            bone,
+            t,
+            float(ox),
+            float(oz),
+            across * rng.uniform(1, 1.8),
+            across,
+            -float(rng.uniform(0.5, 1.2)),
+            0.0,
+            0.0,
+            False,
+            kind="island",
+        )
+    return Lesion(
+        bone,
+        t,
+        float(ox),
+        float(oz),
+        across * float(rng.uniform(1.0, 2.4)),
+        across,
+        float(rng.uniform(0.6, 0.95)),
+        float(rng.uniform(0.2, 0.6) if rng.random() < 0.5 else 0.0),
+        float(rng.uniform(0.4, 0.75) if rng.random() < 0.4 else rng.uniform(0.15, 0.3)),
+        bool(rng.random() < 0.25),
+    )
+
+
+def sample_lookalikes(rng: np.random.Generator, young: bool, bones: list[str]) -> list[Finding]:
+    """Normal variants drawn regardless of the label: growth plates, nutrient canals, bone islands."""
+    out: list[Finding] = []
+    if young:
+        for bone, t, tilt in PHYSES:
+            out.append(
+                Band(
+                    bone,
+                    t,
+                    tilt + float(rng.normal(0, 0.05)),
+                    float(rng.uniform(2.5, 4.5)),
+                    float(rng.uniform(0.45, 0.75)),
+                    wave=float(rng.uniform(0.8, 1.6)),
+                    wavelength=float(rng.uniform(0.9, 1.8)),
+                    phase=float(rng.uniform(0, 6.3)),
+                    sclerosis=float(rng.uniform(0.15, 0.4)),
+                    kind="physis",
+                )
+            )
+    for bone in bones:
+        if rng.random() < 0.3:
+            lo = float(rng.uniform(0.5, 0.7))
+            out.append(
+                Band(
+                    bone,
+                    float(rng.uniform(0.3, 0.7)),
+                    float(rng.choice([-1, 1]) * rng.uniform(0.8, 1.1)),
+                    float(rng.uniform(0.8, 1.6)),
+                    float(rng.uniform(0.35, 0.6)),
+                    lo,
+                    lo + 0.45,
+                    float(rng.uniform(0, 2 * np.pi)),
+                    kind="canal",
+                )
+            )
+        if rng.random() < 0.05:
+            out.append(_lesion(rng, bone, float(rng.uniform(0.15, 0.85)), lytic=False))
+    return out
