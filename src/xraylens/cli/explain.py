@@ -97,6 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="images for deletion/insertion AUC (default: 16; 0 = skip)")
     evaluate.add_argument("--sanity-images", type=_count, default=6, metavar="N",
                           help="images for the randomisation check (default: 6; 0 = skip)")
+    evaluate.add_argument("--sanity-steps", type=_positive, default=4, metavar="K",
+                          help="randomise the head and then K-1 more blocks, top down (default: 4)")
     evaluate.add_argument("--seed", type=int, default=0, help="sampling and randomisation seed (default: 0)")
     _common(evaluate)
     evaluate.set_defaults(handler=_explain_eval)
@@ -187,12 +189,17 @@ def _explain_eval(args: argparse.Namespace) -> int:
 
     from xraylens.cli import CLIError
     from xraylens.data.problems import DataError
-    from xraylens.explain.report import DEFAULT_EVAL_METHODS, EvalSettings, ExplainEvalError, evaluate_explanations
+    from xraylens.explain.report import (
+        DEFAULT_EVAL_METHODS,
+        EvalSettings,
+        ExplainEvalError,
+        evaluate_explanations,
+    )
     from xraylens.models import CheckpointError, load_checkpoint
 
     settings = EvalSettings(methods=args.methods or DEFAULT_EVAL_METHODS, limit=args.limit, seed=args.seed,
                             batch_size=args.batch_size, faithfulness_images=args.faithfulness_images,
-                            sanity_images=args.sanity_images)
+                            sanity_images=args.sanity_images, sanity_steps=args.sanity_steps)
     try:
         loaded = load_checkpoint(args.checkpoint)
         results = evaluate_explanations(loaded, args.data, args.boxes, args.out, settings, split=args.split,

@@ -1,0 +1,339 @@
+"""``xraylens explain-eval``: measure every CAM method against ground-truth boxes and write a report.
+
+On abnormal images that have true boxes (the synthetic dataset's
+``boxes.csv``), per method and per finding kind: pointing game, IoU of the
+predicted boxes, heat inside the true boxes, each next to its chance level;
+then deletion/insertion faithfulness on a subsample and the
+model-randomisation sanity check. Writes ``localization.json``,
+``report.md``, ``methods_grid.png``, ``pointing_game.png`` and ``sanity.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from xraylens.data.images import ImageReadError, read_image
+from xraylens.data.preprocess import Letterbox, prepare
+from xraylens.explain.cams import METHODS, compute_cams
+from xraylens.explain.regions import Box, find_boxes
+from xraylens.explain.scores import (
+    TrueBox,
+    cascading_randomisation,
+    deletion_insertion,
+    localization_scores,
+    summarize_localization,
+)
+from xraylens.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+# Score-CAM needs one forward pass per feature channel per image (1,280 for MobileNetV2): opt in.
+DEFAULT_EVAL_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "scorecam")
+BOX_COLUMNS = ("path", "x0", "y0", "x1", "y1", "kind")
+
+
+class ExplainEvalError(ValueError):
+    """Inputs that cannot be evaluated; the message says what is missing and how to get it."""
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    methods: tuple[str, ...] = DEFAULT_EVAL_METHODS
+    limit: int = 200  # abnormal images with boxes, sampled by study-independent seed
+    seed: int = 0
+    batch_size: int = 16
+    threshold_mode: str = "fraction"
+    threshold: float = 0.5
+    faithfulness_images: int = 16
+    faithfulness_steps: int = 10
+    sanity_images: int = 6
+    sanity_steps: int = 4
+    grid_images: int = 4
+
+
+@dataclass
+class _Images:
+    rows: pd.DataFrame
+    x: torch.Tensor  # (N, C, S, S) network inputs
+    geometry: list[Letterbox]
+    truth: list[list[TrueBox]]
+    previews: list[np.ndarray] = field(default_factory=list)  # originals of the first grid images
+
+
+def read_true_boxes(path: str | Path) -> dict[str, list[TrueBox]]:
+    """``boxes.csv`` (path,x0,y0,x1,y1,kind; MURA-relative paths, original pixels) -> boxes per image path."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExplainEvalError(f"{path}: boxes file not found; the synthetic dataset writes OUT/boxes.csv "
+                               "(`xraylens data synth OUT`)")
+    table = pd.read_csv(path)
+    missing = [c for c in BOX_COLUMNS if c not in table.columns]
+    if missing:
+        raise ExplainEvalError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(BOX_COLUMNS)}")
+    boxes: dict[str, list[TrueBox]] = {}
+    for r in table.itertuples(index=False):
+        boxes.setdefault(str(r.path), []).append(TrueBox(float(r.x0), float(r.y0), float(r.x1), float(r.y1),
+                                                         str(r.kind)))
+    return boxes
+
+
+def _load(table: pd.DataFrame, truth: dict[str, list[TrueBox]], loaded: LoadedModel, grid: int,
+          progress: bool) -> _Images:
+    from tqdm.auto import tqdm
+
+    keep, tensors, geometry, boxes, previews = [], [], [], [], []
+    for i, row in enumerate(tqdm(table.itertuples(index=False), total=len(table), desc="load", disable=not progress)):
+        try:
+            image = read_image(row.file)
+        except ImageReadError as exc:
+            log.warning("skipped %s: %s", row.path, exc)
+            continue
+        x, lb = prepare(image, loaded.meta.preprocessing)
+        keep.append(i)
+        tensors.append(x)
+        geometry.append(lb)
+        boxes.append(truth[row.path])
+        if len(previews) < grid:
+            previews.append(image)
+    if not tensors:
+        raise ExplainEvalError("none of the selected images could be read")
+    return _Images(table.iloc[keep].reset_index(drop=True), torch.stack(tensors), geometry, boxes, previews)
+
+
+def _probabilities(loaded: LoadedModel, x: torch.Tensor, batch_size: int) -> np.ndarray:
+    with torch.no_grad():
+        logits = torch.cat([loaded.model(part).reshape(-1) for part in x.split(batch_size)])
+    return torch.sigmoid(logits / loaded.meta.temperature).numpy()
+
+
+def _select(data: str | Path, split: str, truth: dict[str, list[TrueBox]], boxes_csv: str | Path,
+            settings: EvalSettings, progress: bool) -> pd.DataFrame:
+    """Abnormal images of ``split`` that have true boxes; a seeded sample of ``limit`` of them, sorted by path."""
+    from xraylens.data.mura import index_dataset
+
+    table = index_dataset(data, splits=(split,), progress=progress).table
+    table = table[(table["label"] == 1) & table["path"].isin(truth.keys())]
+    if table.empty:
+        raise ExplainEvalError(
+            f"no abnormal image of the {split} split has a box in {boxes_csv}; the box paths must be "
+            "MURA-relative (MURA-v1.1/valid/XR_.../image1.png) and come from the same dataset as --data")
+    if settings.limit and len(table) > settings.limit:
+        table = table.sample(n=settings.limit, random_state=settings.seed)
+    return table.sort_values("path")
+
+
+def _localise(maps: np.ndarray, images: _Images, called: np.ndarray, kinds: list[str],
+              settings: EvalSettings) -> tuple[dict[str, Any], list[np.ndarray], list[list[Box]]]:
+    """Per-kind localisation summaries of one method's maps, plus the first images' maps/boxes for the grid."""
+    per_kind: dict[str, list[dict[str, float]]] = {"all": [], "true_positives": [], **{k: [] for k in kinds}}
+    grid_maps, grid_boxes = [], []
+    for i, (heat, lb, boxes) in enumerate(zip(maps, images.geometry, images.truth, strict=True)):
+        heat_orig = np.clip(lb.to_original(heat), 0.0, 1.0)  # scored in original pixels, padding cropped
+        predicted = find_boxes(heat_orig, mode=settings.threshold_mode, threshold=settings.threshold)
+        per_kind["all"].append(localization_scores(heat_orig, boxes, predicted))
+        if called[i]:
+            per_kind["true_positives"].append(per_kind["all"][-1])
+        for kind in {b.kind for b in boxes}:
+            per_kind[kind].append(localization_scores(heat_orig, [b for b in boxes if b.kind == kind], predicted))
+        if i < len(images.previews):
+            grid_maps.append(heat_orig)
+            grid_boxes.append(predicted)
+    return {k: summarize_localization(v) for k, v in per_kind.items()}, grid_maps, grid_boxes
+
+
+def evaluate_explanations(
+    loaded: LoadedModel,
+    data: str | Path,
+    boxes_csv: str | Path,
+    out: str | Path,
+    settings: EvalSettings | None = None,
+    *,
+    split: str = "valid",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score each method in ``settings.methods``; write the report files under ``out``; return the JSON dict."""
+    from tqdm.auto import tqdm
+
+    settings = settings or EvalSettings()
+    unknown = [m for m in settings.methods if m not in METHODS]
+    if unknown:
+        raise ExplainEvalError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(METHODS)}")
+    truth = read_true_boxes(boxes_csv)
+    images = _load(_select(data, split, truth, boxes_csv, settings, progress), truth, loaded,
+                   settings.grid_images, progress)
+    model, name, meta = loaded.model.eval(), loaded.meta.model.name, loaded.meta
+    probs = _probabilities(loaded, images.x, settings.batch_size)
+    called = probs >= meta.threshold
+    kinds = sorted({b.kind for boxes in images.truth for b in boxes})
+    # Faithfulness tracks P(abnormal): measure it where the model says abnormal (all images if it never does).
+    faith_idx = (np.flatnonzero(called) if called.any() else np.arange(len(called)))[: settings.faithfulness_images]
+    # The sanity check needs maps with something in them: images called abnormal first.
+    sanity_idx = np.concatenate([np.flatnonzero(called), np.flatnonzero(~called)])[: settings.sanity_images]
+    results: dict[str, Any] = {
+        "checkpoint": str(loaded.path), "model": name, "split": split, "n_images": len(images.rows),
+        "kinds": kinds, "settings": asdict(settings),
+        "classifier": {"mean_probability": float(probs.mean()), "called_abnormal": float(called.mean()),
+                       "threshold": meta.threshold},
+        "localization": {}, "faithfulness": {}, "sanity": {}, "seconds_per_image": {},
+    }
+    grid_maps: dict[str, list[np.ndarray]] = {}
+    grid_boxes: dict[str, list[list[Box]]] = {}
+    for method in settings.methods:
+        started = time.perf_counter()
+        maps = np.concatenate([
+            compute_cams(model, name, part, method=method, batch_size=settings.batch_size)
+            for part in tqdm(images.x.split(settings.batch_size), desc=f"cams {method}", disable=not progress)])
+        results["seconds_per_image"][method] = (time.perf_counter() - started) / len(maps)
+        results["localization"][method], grid_maps[method], grid_boxes[method] = _localise(
+            maps, images, called, kinds, settings)
+        if len(faith_idx):
+            results["faithfulness"][method] = _faith_summary(deletion_insertion(
+                model, images.x[faith_idx], maps[faith_idx], steps=settings.faithfulness_steps,
+                temperature=meta.temperature))
+        if settings.sanity_images:
+            results["sanity"][method] = cascading_randomisation(
+                model, name, images.x[sanity_idx],
+                lambda m, x, method=method: compute_cams(m, name, x, method=method, batch_size=settings.batch_size),
+                max_steps=settings.sanity_steps, seed=settings.seed)
+    if len(faith_idx):
+        results["faithfulness"]["random order"] = _faith_summary(deletion_insertion(
+            model, images.x[faith_idx], None, steps=settings.faithfulness_steps, temperature=meta.temperature,
+            seed=settings.seed))
+    _write(Path(out), results, images, grid_maps, grid_boxes)
+    return results
+
+
+def _faith_summary(curves: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {"n": len(curves["deletion_auc"]), "deletion_auc": float(curves["deletion_auc"].mean()),
+            "insertion_auc": float(curves["insertion_auc"].mean()),
+            "deletion_curve": curves["deletion_curve"].mean(0).round(4).tolist(),
+            "insertion_curve": curves["insertion_curve"].mean(0).round(4).tolist()}
+
+
+def _write(out: Path, results: dict[str, Any], images: _Images, grid_maps: dict[str, list[np.ndarray]],
+           grid_boxes: dict[str, list[list[Box]]]) -> None:
+    from xraylens.atomic import atomic_write_json, atomic_write_text
+    from xraylens.plots.heatmaps import plot_methods_grid, plot_pointing_game, plot_sanity
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "localization.json", results)
+    atomic_write_text(out / "report.md", render_report(results))
+    if images.previews and grid_maps:
+        captions = [Path(p).parent.parent.parent.name + "/" + Path(p).parent.name
+                    for p in images.rows["path"][: len(images.previews)]]
+        plot_methods_grid(images.previews, grid_maps, images.truth[: len(images.previews)], out / "methods_grid.png",
+                          predicted=grid_boxes, captions=captions)
+    plot_pointing_game({m: s["all"] for m, s in results["localization"].items()}, out / "pointing_game.png")
+    if results["sanity"]:
+        plot_sanity(results["sanity"], out / "sanity.png")
+
+
+# ---------------------------------------------------------------- report.md
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None or value != value else f"{100 * value:.0f}%"
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None or value != value else f"{value:.3f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _loc_row(method: str, s: dict[str, Any]) -> list[str]:
+    if not s.get("n"):
+        return [method, "0"] + ["–"] * 8
+    lo, hi = s["pointing_game_ci95"]
+    return [method, str(s["n"]), f"{_pct(s['pointing_game'])} [{_pct(lo)}, {_pct(hi)}]", _pct(s["pointing_chance"]),
+            _pct(s["energy_inside"]), _pct(s["energy_chance"]), _num(s["mean_iou"]), _pct(s["hit_iou_0.3"]),
+            _pct(s["hit_iou_0.5"]), _num(s["iou_whole_image_baseline"])]
+
+
+LOC_HEADER = ("method", "n", "pointing game [95% CI]", "chance", "energy in boxes", "chance", "mean IoU",
+              "IoU≥0.3", "IoU≥0.5", "IoU whole-image box")
+
+
+def render_report(results: dict[str, Any]) -> str:
+    """The markdown report: one comparison table, per-kind tables, faithfulness, sanity, and how to read them."""
+    loc, faith, sanity = results["localization"], results["faithfulness"], results["sanity"]
+    clf = results["classifier"]
+    parts = [
+        f"# Explanation quality: {results['model']} on {results['split']}",
+        "",
+        f"{results['n_images']} abnormal images with ground-truth boxes; the classifier calls "
+        f"{_pct(clf['called_abnormal'])} of them abnormal (threshold {clf['threshold']:.2f}, mean P = "
+        f"{clf['mean_probability']:.2f}). Checkpoint: `{results['checkpoint']}`.",
+        "",
+        "## Methods compared",
+        "",
+    ]
+    header = ["method", "pointing game", "chance", "energy in boxes", "mean IoU", "IoU≥0.3", "deletion AUC ↓",
+              "insertion AUC ↑", "sanity check", "s / image"]
+    rows = []
+    for method, by_kind in loc.items():
+        s, f = by_kind["all"], faith.get(method, {})
+        verdict = sanity.get(method, {}).get("verdict", "–")
+        if sanity.get(method, {}).get("head_insensitive") and verdict == "PASS":
+            verdict = "PASS (head-insensitive)"
+        rows.append([method, _pct(s.get("pointing_game")), _pct(s.get("pointing_chance")),
+                     _pct(s.get("energy_inside")), _num(s.get("mean_iou")), _pct(s.get("hit_iou_0.3")),
+                     _num(f.get("deletion_auc")), _num(f.get("insertion_auc")), verdict,
+                     f"{results['seconds_per_image'][method]:.3f}"])
+    parts += [_table(header, rows), ""]
+    if "random order" in faith:
+        r = faith["random order"]
+        parts += [f"Random pixel order (faithfulness baseline): deletion AUC {_num(r['deletion_auc'])}, insertion AUC "
+                  f"{_num(r['insertion_auc'])} on {r['n']} images (those the classifier calls abnormal, if any). "
+                  "A faithful map deletes below and inserts above these.", ""]
+    for kind in ["all", "true_positives", *results["kinds"]]:
+        title = {"all": "All findings", "true_positives": "Images the classifier calls abnormal"}.get(kind, kind)
+        parts += [f"## Localisation: {title}", "",
+                  _table(LOC_HEADER, [_loc_row(m, by_kind.get(kind, {})) for m, by_kind in loc.items()]), ""]
+    steps = max((len(r["steps"]) for r in sanity.values()), default=0)
+    if sanity and steps:
+        names = next(r["steps"] for r in sanity.values() if len(r["steps"]) == steps)
+        header = ["method", *[f"…{s['randomised'][-1]}" for s in names], "verdict", "images"]
+        rows = [[m, *[f"{s['spearman']:.2f} / {s['ssim']:.2f}" for s in r["steps"]],
+                 *(["–"] * (steps - len(r["steps"]))), r["verdict"], str(r["n_images"])]
+                for m, r in sanity.items()]
+        parts += ["## Sanity: cascading model randomisation", "",
+                  "Spearman rank correlation / SSIM between the original maps and the maps after randomising "
+                  "the network from the head down (cumulative). A method FAILS when its maps still correlate "
+                  f"(Spearman ≥ {next(iter(sanity.values()))['max_correlation']}) with the top of the network destroyed.",
+                  "", _table(header, rows), ""]
+        parts += [f"- **{m}**: {r['note']}" for m, r in sanity.items()] + [""]
+    parts += [_HOW_TO_READ]
+    return "\n".join(parts)
+
+
+_HOW_TO_READ = """## How to read this
+
+- **Pointing game**: share of images whose heatmap maximum lies inside a true box of that image (of that
+  kind, in the per-kind tables). **Chance** is what a uniformly random point scores: the mean share of the
+  image the boxes cover. A method is only useful well above chance; the 95% interval is Wilson's.
+- **Energy in boxes**: share of the map's total heat inside the true boxes; a uniform map scores the chance
+  column.
+- **Mean IoU / IoU≥t**: the best-matching predicted box (thresholded map, connected components) against the
+  true boxes. "IoU whole-image box" is the IoU of predicting the entire image: beat it.
+- **Deletion / insertion AUC** (subsample): P(abnormal) as the most salient pixels are replaced by a blurred
+  copy (deletion: lower is better) or restored into the blurred image (insertion: higher is better).
+- **Sanity check**: maps that survive randomising the weights explain the image, not the model
+  (Adebayo et al. 2018). "Head-insensitive": the map did not change when only the classifier head was
+  randomised (expected for Eigen-CAM, which ignores the class).
+- CAMs live on the last feature map (stride 32: a 4x4 grid at 128 px input), so small findings cannot be
+  boxed tightly at low resolution; IoU is the harshest score here. Score-CAM runs one forward pass per
+  feature channel per image and is left out by default (add it with --methods and a small --limit).
+"""
