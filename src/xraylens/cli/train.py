@@ -124,12 +124,18 @@ def _config(args: argparse.Namespace):  # -> ExperimentConfig (typed lazily to k
 
 
 def _quiet_lightning_logging() -> None:
-    """Lightning adds its own console handler; with ours on the root logger every line would print twice."""
+    """Lightning adds its own console handler (every line would print twice next to ours) and advertises."""
     import logging
 
     import lightning
 
-    logger = logging.getLogger("lightning")
     console = getattr(lightning, "_console", None)
     if console is not None and logging.getLogger().handlers:
-        logger.removeHandler(console)
+        logging.getLogger("lightning").removeHandler(console)
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if _no_tips not in rank_zero.filters:
+        rank_zero.addFilter(_no_tips)
+
+
+def _no_tips(record) -> bool:  # a logging filter: drop Lightning's "💡 Tip: try <product>" lines
+    return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB}")

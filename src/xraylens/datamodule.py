@@ -1,0 +1,182 @@
+"""What training reads: the indexed MURA ``train`` split, divided by patient, as Lightning data loaders.
+
+Kept apart from :mod:`xraylens.training` so the data side (index, split,
+cache, class weights, samplers) can be read and tested without a network.
+
+Validation under DDP uses a sampler that does not repeat images: Lightning's
+default pads every rank to the same length by duplicating a few images, which
+would make validation loss and AUROC (and so early stopping and ``best.ckpt``)
+depend on the number of GPUs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+from torch.utils.data import DataLoader, Dataset
+
+from xraylens.config import BODY_PARTS, ExperimentConfig
+from xraylens.data.augment import train_transform
+from xraylens.data.cache import CacheError, SquareCache, find_cache
+from xraylens.data.dataset import RadiographDataset
+from xraylens.data.preprocess import Preprocessing
+from xraylens.data.problems import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    """The two tables training needs, where they came from, and the cache (if any) that serves them."""
+
+    root: Path  # the folder that contains MURA-v1.1
+    train: pd.DataFrame  # index rows (path, file, body_part, patient_id, label, ...)
+    val: pd.DataFrame
+    cache: SquareCache | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """Counts that go into every checkpoint (plain types only)."""
+        return {
+            "data_root": str(self.root),
+            "train_images": len(self.train),
+            "val_images": len(self.val),
+            "train_patients": int(self.train["patient_id"].nunique()),
+            "val_patients": int(self.val["patient_id"].nunique()),
+            "train_abnormal_fraction": round(float(self.train["label"].mean()), 4),
+            "body_parts": sorted(self.train["body_part"].unique().tolist()),
+        }
+
+
+def load_training_data(cfg: ExperimentConfig, progress: bool = True) -> TrainingData:
+    """Index ``cfg.data.root`` (train split, chosen body parts), split by patient, find the cache."""
+    from xraylens.data.mura import index_dataset
+    from xraylens.data.splits import split_train_val
+
+    data = cfg.data
+    index = index_dataset(data.root, splits=("train",), body_parts=data.body_parts or None, progress=progress)
+    if index.problems:
+        log.warning("%d file(s) skipped while indexing %s (see `xraylens data summary %s`)",
+                    len(index.problems), index.root, data.root)
+    if index.table.empty:
+        raise DataError(f"{index.root}: no training images for body parts {list(data.body_parts) or 'all'}")
+    table = split_train_val(index.table, data.val_fraction, data.split_seed)
+    train = table[table["subset"] == "train"].reset_index(drop=True)
+    val = table[table["subset"] == "val"].reset_index(drop=True)
+    if train.empty or val.empty:
+        raise DataError(
+            f"{index.root}: the patient split left {len(train)} training and {len(val)} validation images; "
+            f"training needs both (adjust data.val_fraction={data.val_fraction} or add patients)"
+        )
+    return TrainingData(root=index.root, train=train, val=val, cache=_usable_cache(cfg, index.root, table))
+
+
+def _usable_cache(cfg: ExperimentConfig, root: Path, table: pd.DataFrame) -> SquareCache | None:
+    """The pre-resized cache when it exists and covers every image; says which way images are read."""
+    size = cfg.data.image_size
+    cache = find_cache(cfg.data.cache, root, size)
+    if cache is None:
+        if cfg.data.cache == "auto":
+            log.info("no %dpx cache under %s: decoding images on the fly (faster epochs: "
+                     "`xraylens data cache %s --size %d`)", size, root, root, size)
+        return None
+    absent = cache.missing(table["path"])
+    if absent:
+        message = (f"{cache.folder} lacks {len(absent)} of {len(table)} images (first: {absent[0]}); "
+                   f"rebuild it with `xraylens data cache {root} --size {size}`")
+        if cfg.data.cache != "auto":
+            raise CacheError(message)
+        log.warning("ignoring a stale cache: %s", message)
+        return None
+    log.info("reading %dpx squares from the pre-resized cache %s", size, cache.folder)
+    return cache
+
+
+def loss_weights(train: pd.DataFrame, weighted: bool = True) -> dict[str, list[float]]:
+    """``{body part: [w_normal, w_abnormal]}`` from training image counts, as in the MURA paper.
+
+    w_abnormal = N_T / (A_T + N_T) and w_normal = A_T / (A_T + N_T) for body
+    part T, so each part's two classes contribute equally to the loss. A part
+    with only one class keeps equal weights (the formula would give its
+    images zero weight). ``weighted=False`` gives every image weight 1.
+    """
+    weights = {part: [1.0, 1.0] for part in BODY_PARTS}
+    if not weighted:
+        return weights
+    for part, rows in train.groupby("body_part"):
+        abnormal = int((rows["label"] == 1).sum())
+        normal = len(rows) - abnormal
+        if abnormal == 0 or normal == 0:
+            log.warning("%s has only %s training images: using equal class weights for it",
+                        part, "normal" if abnormal == 0 else "abnormal")
+            weights[str(part)] = [0.5, 0.5]
+        else:
+            weights[str(part)] = [abnormal / len(rows), normal / len(rows)]
+    return weights
+
+
+class TaggedDataset(Dataset):
+    """A :class:`RadiographDataset` whose samples also carry ``part``, the body part's index in BODY_PARTS."""
+
+    def __init__(self, dataset: RadiographDataset) -> None:
+        self.dataset = dataset
+        self.parts = np.array([BODY_PARTS.index(p) for p in dataset.table["body_part"]], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sample = self.dataset[i]
+        sample["part"] = int(self.parts[i])
+        return sample
+
+
+class RadiographDataModule(L.LightningDataModule):
+    """Training (augmented, shuffled) and validation (as is) loaders over :class:`TrainingData`."""
+
+    def __init__(self, cfg: ExperimentConfig, data: TrainingData) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.data = data
+        self.prep = Preprocessing.for_channels(cfg.data.image_size, cfg.model.in_channels)
+        self.train_set: TaggedDataset | None = None
+        self.val_set: TaggedDataset | None = None
+
+    def _dataset(self, table: pd.DataFrame, train: bool) -> TaggedDataset:
+        source = self.data.cache.source_for(table["path"]) if self.data.cache is not None else None
+        transform = train_transform(self.cfg.data.augment) if train else None
+        return TaggedDataset(RadiographDataset(table, self.prep, transform=transform, square_source=source))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = self._dataset(self.data.train, train=True)
+            self.val_set = self._dataset(self.data.val, train=False)
+
+    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
+        workers = self.cfg.data.num_workers
+        on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return DataLoader(dataset, batch_size=self.cfg.train.batch_size, num_workers=workers,
+                          persistent_workers=workers > 0, pin_memory=on_gpu, **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        replicas = self.trainer.world_size if self.trainer is not None else 1
+        # A last batch of one image breaks BatchNorm; drop the remainder when a rank has more than a batch.
+        drop_last = len(self.train_set) // replicas > self.cfg.train.batch_size
+        return self._loader(self.train_set, shuffle=True, drop_last=drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "call setup() first"
+        sampler = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(self.val_set, num_replicas=self.trainer.world_size,
+                                                   rank=self.trainer.global_rank, shuffle=False)
+        return self._loader(self.val_set, shuffle=False, sampler=sampler)
+

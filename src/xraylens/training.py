@@ -1,0 +1,265 @@
+"""Training: the LightningModule (loss, optimiser, schedule, metrics) and ``fit(cfg, out)``.
+
+The recipe is the MURA paper's: binary cross-entropy on one logit, weighted
+per body part so both classes of every part weigh the same; Adam; the
+learning rate divided by 10 when validation loss plateaus; early stopping on
+validation loss. ``train.freeze_backbone_epochs`` adds the seed's recipe:
+train the head alone first, then fine-tune everything at a lower rate.
+
+Scale comes from Lightning: ``train.accelerator/devices/num_nodes/strategy/
+precision`` go straight to ``lightning.Trainer``. Metrics are torchmetrics
+objects, so under DDP they are computed over every rank's images, not
+averaged per rank.
+
+A run folder holds ``config.yaml``, ``metrics.csv`` (one row per epoch),
+``training_history.png``, ``tensorboard/`` and ``checkpoints/`` (best-k by
+validation loss, ``last.ckpt`` and ``best.ckpt``). Checkpoints are written
+atomically and describe themselves (``models.load_checkpoint`` rebuilds the
+network from one without any config).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
+
+from xraylens.config import BODY_PARTS, ConfigError, ExperimentConfig, to_dict
+from xraylens.data.preprocess import Preprocessing
+from xraylens.datamodule import RadiographDataModule, load_training_data, loss_weights
+from xraylens.models import CheckpointMeta, backbone_parameters, create_model_from_config, head_layer
+from xraylens.runfolder import RunFiles, build_trainer, write_history
+
+log = logging.getLogger(__name__)
+
+STAGES = ("train", "val")
+
+
+class RadiographClassifier(L.LightningModule):
+    """Normal/abnormal classifier around any one-logit network (kept as ``self.net``).
+
+    ``loss_weights`` maps body part -> [w_normal, w_abnormal] (see
+    :func:`xraylens.datamodule.loss_weights`); ``data_summary`` is copied into
+    every checkpoint. Batches are dicts with ``image`` (B, C, S, S), ``label``
+    (B,), ``ok`` (B,) and ``part`` (B,); images with ``ok=False`` (unreadable)
+    are left out of the loss and the metrics.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        cfg: ExperimentConfig,
+        loss_weights: dict[str, list[float]] | None = None,
+        data_summary: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net.to(memory_format=torch.channels_last) if cfg.train.channels_last else net
+        self.cfg = cfg
+        self.data_summary = dict(data_summary or {})
+        weights = loss_weights or {}
+        table = [[float(v) for v in weights.get(part, [1.0, 1.0])] for part in BODY_PARTS]
+        self.register_buffer("class_weights", torch.tensor(table), persistent=False)  # (parts, 2)
+        # Plain dicts of primitives only: the checkpoint must load with torch.load(weights_only=True).
+        self.save_hyperparameters({"experiment": to_dict(cfg), "loss_weights": {p: list(map(float, w))
+                                                                               for p, w in weights.items()}})
+        for stage in STAGES:
+            setattr(self, f"{stage}_loss", MeanMetric())
+            setattr(self, f"{stage}_acc", BinaryAccuracy())
+            setattr(self, f"{stage}_auroc", BinaryAUROC())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) normalised images -> (B, 1) logits of P(abnormal)."""
+        return self.net(x)
+
+    # ------------------------------------------------------------ steps
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        x = batch["image"]
+        if self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = batch["label"].float()  # (B,)
+        ok = batch["ok"].bool()  # (B,)
+        logits = self.net(x).squeeze(1).float()  # (B,)
+        per_image = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        weights = self.class_weights[batch["part"], y.long()] * ok  # unreadable images weigh nothing
+        n_ok = ok.sum()
+        # Mean over readable images; a batch with none gives a zero loss that still reaches every parameter.
+        loss = (per_image * weights).sum() / n_ok.clamp(min=1)
+        probs = torch.sigmoid(logits.detach())[ok]
+        target = y[ok].long()
+        getattr(self, f"{stage}_loss").update(loss.detach(), weight=n_ok.float())
+        if bool(ok.any()):  # torchmetrics refuses empty updates
+            getattr(self, f"{stage}_acc").update(probs, target)
+            getattr(self, f"{stage}_auroc").update(probs, target)
+        for name in ("loss", "acc", "auroc"):
+            metric = getattr(self, f"{stage}_{name}")
+            # Metric objects are synchronised across ranks by torchmetrics at epoch end.
+            self.log(f"{stage}_{name}", metric, on_step=False, on_epoch=True,
+                     prog_bar=stage == "val" and name != "acc", metric_attribute=f"{stage}_{name}")
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, "train")
+        self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    # ------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        t = self.cfg.train
+        name = self.cfg.model.name
+        frozen = t.freeze_backbone_epochs > 0
+        groups = [
+            {"params": list(head_layer(self.net, name).parameters()), "lr": t.lr, "name": "head"},
+            # Frozen = learning rate 0, not requires_grad=False: DDP fixes the set of gradients it
+            # all-reduces when it wraps the model, so parameters unfrozen later would never be synchronised.
+            {"params": backbone_parameters(self.net, name), "lr": 0.0 if frozen else t.lr, "name": "backbone"},
+        ]
+        optimizer = torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1,
+                                                               patience=t.plateau_patience)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"}}
+
+    def on_train_epoch_start(self) -> None:
+        t = self.cfg.train
+        if t.freeze_backbone_epochs > 0 and self.current_epoch == t.freeze_backbone_epochs:
+            lr = t.lr * t.finetune_lr_factor
+            for group in self.optimizers().param_groups:
+                group["lr"] = lr
+            scheduler = self.lr_schedulers()
+            if scheduler is not None:
+                scheduler.num_bad_epochs = 0  # a new phase: give it the full patience
+            log.info("epoch %d: backbone unfrozen; fine-tuning every layer at lr %.3g", self.current_epoch, lr)
+        # The head's rate for this epoch (the backbone's is 0 while frozen, the same afterwards).
+        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["xraylens"] = self.checkpoint_meta().to_dict()
+
+    def checkpoint_meta(self) -> CheckpointMeta:
+        summary = dict(self.data_summary)
+        summary["epochs"] = int(self.current_epoch) + 1
+        current = self.trainer.callback_metrics.get("val_loss") if self._trainer is not None else None
+        best = None
+        callback = self.trainer.checkpoint_callback if self._trainer is not None else None
+        if callback is not None and callback.best_model_score is not None:
+            best = float(callback.best_model_score)
+        if current is not None:
+            summary["val_loss"] = float(current)
+            best = float(current) if best is None else min(best, float(current))
+        summary["best_val_loss"] = best
+        return CheckpointMeta(
+            model=self.cfg.model,
+            preprocessing=Preprocessing.for_channels(self.cfg.data.image_size, self.cfg.model.in_channels),
+            experiment=to_dict(self.cfg),
+            summary=summary,
+        )
+
+
+# ---------------------------------------------------------------- fit
+
+
+@dataclass(frozen=True)
+class FitResult:
+    run_dir: Path
+    best_checkpoint: Path | None  # RUN/checkpoints/best.ckpt (lowest validation loss)
+    last_checkpoint: Path | None  # RUN/checkpoints/last.ckpt (resume from here)
+    best_val_loss: float | None
+    epochs_run: int  # epochs completed in total, including those before a resume
+    global_rank: int = 0  # under DDP every rank returns; only rank 0 wrote the run files
+
+
+class RunExistsError(FileExistsError):
+    """The output folder already holds a training run and this call would overwrite it."""
+
+
+def fit(cfg: ExperimentConfig, out: str | Path, *, resume: str | Path | None = None,
+        progress: bool = True) -> FitResult:
+    """Train ``cfg`` into the run folder ``out``; ``resume`` continues from a Lightning checkpoint.
+
+    Raises :class:`~xraylens.models.PretrainedWeightsError` when ImageNet weights
+    cannot be obtained, :class:`~xraylens.data.problems.DataError` for an
+    unusable dataset, and :class:`RunExistsError` rather than overwrite a run.
+    """
+    from lightning.pytorch.utilities import rank_zero_only
+
+    run_dir = Path(out)
+    if resume is not None:
+        _check_resumable(Path(resume), cfg)
+    elif rank_zero_only.rank == 0:
+        _check_fresh(run_dir)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    data = load_training_data(cfg, progress=progress)
+    log.info("training on %d images (%d patients), validating on %d images (%d patients) from %s",
+             len(data.train), data.train["patient_id"].nunique(), len(data.val), data.val["patient_id"].nunique(),
+             data.root)
+    net = create_model_from_config(cfg.model)
+    module = RadiographClassifier(net, cfg, loss_weights(data.train, cfg.train.weighted_loss), data.summary())
+    trainer = build_trainer(cfg, run_dir, progress=progress, callbacks=[RunFiles(run_dir, cfg)])
+    trainer.fit(module, datamodule=RadiographDataModule(cfg, data),
+                ckpt_path=str(resume) if resume is not None else None, weights_only=True)
+    if trainer.is_global_zero:
+        write_history(trainer, run_dir)
+    checkpoints = run_dir / "checkpoints"
+    best_score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    return FitResult(
+        run_dir=run_dir,
+        best_checkpoint=checkpoints / "best.ckpt" if (checkpoints / "best.ckpt").is_file() else None,
+        last_checkpoint=checkpoints / "last.ckpt" if (checkpoints / "last.ckpt").is_file() else None,
+        best_val_loss=float(best_score) if best_score is not None else None,
+        epochs_run=int(trainer.current_epoch),
+        global_rank=int(trainer.global_rank),
+    )
+
+
+def _check_fresh(run_dir: Path) -> None:
+    existing = sorted((run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").is_dir() else []
+    if existing or (run_dir / "metrics.csv").exists():
+        raise RunExistsError(
+            f"{run_dir} already holds a training run ({len(existing)} checkpoint(s)); continue it with "
+            f"--resume {run_dir / 'checkpoints' / 'last.ckpt'} or choose a new --out folder"
+        )
+
+
+def checkpoint_experiment(path: str | Path) -> dict[str, Any]:
+    """The training config stored in an xraylens Lightning checkpoint, as a plain dict (for ``--resume``)."""
+    from xraylens.models import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    meta = raw.get("xraylens") if isinstance(raw, dict) else None
+    if not meta or "optimizer_states" not in raw:
+        raise CheckpointError(f"{path}: not a resumable xraylens training checkpoint (use a file from "
+                              "RUN/checkpoints/, e.g. last.ckpt)")
+    return dict(meta.get("experiment", {}))
+
+
+def _check_resumable(path: Path, cfg: ExperimentConfig) -> None:
+    stored = checkpoint_experiment(path).get("model", {})
+    wanted = to_dict(cfg.model)
+    keys = ("name", "in_channels")
+    if any(stored.get(k) != wanted[k] for k in keys):
+        raise ConfigError(
+            f"{path} holds a {stored.get('name')} with in_channels={stored.get('in_channels')}, but the config asks "
+            f"for {wanted['name']} with in_channels={wanted['in_channels']}; resume with the run's own config "
+            "(omit --config; `xraylens train` then reads it from the checkpoint)"
+        )
