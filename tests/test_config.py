@@ -126,3 +126,18 @@ def test_resume_without_config_takes_the_checkpoints_config(tmp_path: Path) -> N
     cfg = _config(args)
     assert cfg.model.name == "resnet18" and cfg.data.image_size == 96 and cfg.data.root == str(tmp_path)
     assert cfg.train.epochs == 9
+
+
+def test_scientific_notation_is_a_number_in_yaml_and_overrides(tmp_path):
+    from xraylens.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 1e-4\n")
+    assert load_config(path).train.lr == 1e-4
+    assert load_config(None, ["train.lr=3e-5"]).train.lr == 3e-5
+    import pytest
+
+    from xraylens.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_config(None, ["train.lr=fast"])

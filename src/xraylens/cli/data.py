@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     _register_summary(commands)
     _register_synth(commands)
+    from xraylens.cli.cache import add_cache_parser
+
+    add_cache_parser(commands)
 
 
 def _register_summary(commands: argparse._SubParsersAction) -> None:
