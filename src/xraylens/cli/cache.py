@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from xraylens.cli.arguments import positive
+
 _EPILOG = """\
 Decoding and shrinking full-size radiographs every epoch costs more than the
 network at 128-320 px. The cache stores each image's letterboxed S x S square
@@ -37,10 +39,10 @@ def add_cache_parser(data_subparsers: argparse._SubParsersAction) -> argparse.Ar
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("root", metavar="ROOT", help="the MURA-v1.1 folder or its parent")
-    parser.add_argument("--size", type=_positive, required=True, metavar="S",
+    parser.add_argument("--size", type=positive, required=True, metavar="S",
                         help="square side in pixels; must equal the training config's data.image_size")
     parser.add_argument("--out", metavar="DIR", help="cache folder (default: ROOT/.xraylens_cache/sizeS)")
-    parser.add_argument("--workers", type=_positive, default=2, metavar="W",
+    parser.add_argument("--workers", type=positive, default=2, metavar="W",
                         help="decoding processes (default: 2)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_cache)
@@ -66,9 +68,3 @@ def _cache(args: argparse.Namespace) -> int:
         print(f"`xraylens train` picks it up for data.image_size={args.size} (data.cache: auto)")
     return 0
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from xraylens.cli.arguments import count, positive
+
 _EPILOG = """\
 Everything about the model comes from the checkpoint: architecture,
 preprocessing, temperature, threshold, and the validation subset (carved from
@@ -51,31 +53,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threshold", default="checkpoint", metavar="T",
                         help="checkpoint (stored at training, default), a number such as 0.5, or youden / "
                              "kappa (maximised on validation studies)")
-    parser.add_argument("--bootstrap", type=_count, default=1000, metavar="N",
+    parser.add_argument("--bootstrap", type=count, default=1000, metavar="N",
                         help="bootstrap resamples for the 95%% CIs (default: 1000; 0 = no CIs)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap and sample-figure seed (default: 0)")
-    parser.add_argument("--batch-size", type=_positive, default=64, metavar="B", help="default: 64")
-    parser.add_argument("--workers", type=_count, default=0, metavar="W", help="data loading processes (default: 0)")
+    parser.add_argument("--batch-size", type=positive, default=64, metavar="B", help="default: 64")
+    parser.add_argument("--workers", type=count, default=0, metavar="W", help="data loading processes (default: 0)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_evaluate)
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _count(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _evaluate(args: argparse.Namespace) -> int:

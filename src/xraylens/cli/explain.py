@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from xraylens.cli.arguments import count, positive
+
 METHOD_CHOICES = ("gradcam", "gradcam++", "hirescam", "scorecam", "eigencam", "layercam", "cam")
 THRESHOLD_MODES = ("fraction", "percentile", "otsu")
 
@@ -66,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     explain.add_argument("--out", required=True, metavar="DIR", help="folder for the outputs")
     explain.add_argument("--data", metavar="ROOT", help="explain a split of this MURA tree instead of INPUTS")
     explain.add_argument("--split", choices=("valid", "train"), default="valid", help="with --data (default: valid)")
-    explain.add_argument("--limit", type=_positive, metavar="N", help="at most N images")
+    explain.add_argument("--limit", type=positive, metavar="N", help="at most N images")
     _common(explain)
     explain.add_argument("--target", choices=("abnormal", "normal"), default="abnormal",
                          help="class the map explains (default: abnormal)")
@@ -75,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     explain.add_argument("--threshold", type=float, default=0.5,
                          help="fraction of the max (fraction), quantile (percentile; 0.9 = hottest 10%%); "
                               "otsu ignores it (default: 0.5)")
-    explain.add_argument("--max-studies", type=_positive, default=20, metavar="N",
+    explain.add_argument("--max-studies", type=positive, default=20, metavar="N",
                          help="study figures to draw with --data (default: 20)")
     explain.add_argument("--method", choices=METHOD_CHOICES, default="gradcam", help="CAM method (default: gradcam)")
     explain.set_defaults(handler=_explain)
@@ -91,13 +93,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--methods", type=_methods, default=None, metavar="M,M",
                           help="comma-separated (default: every method except scorecam)")
     evaluate.add_argument("--split", choices=("valid", "train"), default="valid", help="default: valid")
-    evaluate.add_argument("--limit", type=_count, default=200, metavar="N",
+    evaluate.add_argument("--limit", type=count, default=200, metavar="N",
                           help="abnormal images with boxes, sampled with --seed (default: 200; 0 = all)")
-    evaluate.add_argument("--faithfulness-images", type=_count, default=16, metavar="N",
+    evaluate.add_argument("--faithfulness-images", type=count, default=16, metavar="N",
                           help="images for deletion/insertion AUC (default: 16; 0 = skip)")
-    evaluate.add_argument("--sanity-images", type=_count, default=6, metavar="N",
+    evaluate.add_argument("--sanity-images", type=count, default=6, metavar="N",
                           help="images for the randomisation check (default: 6; 0 = skip)")
-    evaluate.add_argument("--sanity-steps", type=_positive, default=4, metavar="K",
+    evaluate.add_argument("--sanity-steps", type=positive, default=4, metavar="K",
                           help="randomise the head and then K-1 more blocks, top down (default: 4)")
     evaluate.add_argument("--seed", type=int, default=0, help="sampling and randomisation seed (default: 0)")
     _common(evaluate)
@@ -105,25 +107,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=_positive, default=8, metavar="B", help="default: 8")
+    parser.add_argument("--batch-size", type=positive, default=8, metavar="B", help="default: 8")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _count(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _methods(text: str) -> tuple[str, ...]:
