@@ -16,30 +16,13 @@ pytest.importorskip("onnxscript")
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from model_helpers import lively_model  # noqa: E402
 from xraylens.cli import main  # noqa: E402
 from xraylens.config import ModelConfig  # noqa: E402
 from xraylens.data.preprocess import Preprocessing  # noqa: E402
 from xraylens.export import ExportResult, OnnxPredictor, read_card  # noqa: E402
 from xraylens.inference import Predictor  # noqa: E402
-from xraylens.models import CheckpointMeta, create_model, head_layer, save_checkpoint  # noqa: E402
-
-
-def lively_model(name: str = "mobilenet_v2") -> torch.nn.Module:
-    """A random network whose outputs vary with the input (random BN statistics would flatten them)."""
-    torch.manual_seed(0)
-    model = create_model(name).train()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration batch
-    x = (torch.rand(8, 1, 64, 64) - 0.449) / 0.226
-    with torch.no_grad():
-        model(x)
-        model.eval()
-        head = head_layer(model, name)
-        torch.nn.init.normal_(head.weight, std=0.05)
-        head.bias.sub_(model(x).mean())  # logits spread around 0: probabilities well inside (0, 1)
-    return model
+from xraylens.models import CheckpointMeta, save_checkpoint  # noqa: E402
 
 
 def write_png(path: Path, seed: int, shape: tuple[int, int]) -> Path:

@@ -12,29 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
+from model_helpers import lively_model
 from xraylens.cli import main
 from xraylens.config import ModelConfig
 from xraylens.data.preprocess import Preprocessing, prepare
 from xraylens.inference import Predictor, collect_inputs, write_predictions
-from xraylens.models import CheckpointMeta, create_model, head_layer, save_checkpoint
-
-
-def lively_model() -> torch.nn.Module:
-    """A random mobilenet_v2 whose outputs vary with the input (random BN statistics would flatten them)."""
-    torch.manual_seed(0)
-    model = create_model("mobilenet_v2").train()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration batch
-    x = (torch.rand(8, 1, 64, 64) - 0.449) / 0.226
-    with torch.no_grad():
-        model(x)
-        model.eval()
-        head = head_layer(model, "mobilenet_v2")
-        torch.nn.init.normal_(head.weight, std=0.05)
-        head.bias.sub_(model(x).mean())  # logits spread around 0: probabilities well inside (0, 1)
-    return model
+from xraylens.models import CheckpointMeta, create_model, save_checkpoint
 
 
 def make_checkpoint(path: Path, *, temperature: float = 1.0, threshold: float = 0.5) -> Path:

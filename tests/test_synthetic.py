@@ -218,3 +218,43 @@ def test_abnormal_film_is_its_normal_twin_plus_local_findings() -> None:
                 inside[y0:y1, x0:x1] = True
             if view.boxes:
                 assert changed[inside].mean() > changed[~inside].mean()
+
+
+def test_easy_difficulty_changes_only_the_findings(synth: SynthResult, tmp_path: Path) -> None:
+    """`--difficulty easy`: same dataset, obvious findings; normal studies are byte-identical (no shortcut)."""
+    from xraylens.cli import main
+
+    out = tmp_path / "easy"
+    args = ["data", "synth", str(out), "--patients", str(PATIENTS), "--max-side", str(SIDE)]
+    assert main([*args, "--seed", str(SEED), "--difficulty", "easy"]) == 0
+    manifest = json.loads((out / "synth_manifest.json").read_text())
+    assert synth.manifest["difficulty"] == "realistic" and manifest["difficulty"] == "easy"
+    easy, real = _tree(out), _tree(synth.root)
+    assert easy.keys() == real.keys()
+    for name in real:
+        if name.endswith(".csv") and name != "boxes.csv" or "_negative/" in name:
+            assert easy[name] == real[name], f"{name} changed with the difficulty"
+    positives = [n for n in real if "_positive/" in n and n.endswith(".png")]
+    assert positives and any(easy[n] != real[n] for n in positives)
+    # every view of an abnormal study shows a finding, and the film changes only around it
+    boxes = pd.read_csv(out / "boxes.csv")
+    assert set(boxes["path"]) == {n for n in positives if "/._" not in n}
+    for study in [s for s in make_plan(PATIENTS, SEED) if s.label][:6]:
+        views, _ = render_study(SEED, study, SIDE, difficulty="easy")
+        twins, _ = render_study(SEED, dataclasses.replace(study, label=0), SIDE, difficulty="easy")
+        for view, twin in zip(views, twins, strict=True):
+            assert view.boxes, f"{study.folder}: an easy abnormal view without a finding"
+            # a displaced fragment moves as a whole, so the bone beyond the box may shift a little
+            changed = np.abs(view.image - twin.image) > 2 / 255
+            assert changed.mean() < 0.08, f"{study.folder}: {changed.mean():.3f} of the film changed"
+            inside = np.zeros_like(changed)
+            for x0, y0, x1, y1, _ in view.boxes:
+                inside[y0:y1, x0:x1] = True
+            assert changed[inside].mean() > 2 * changed[~inside].mean(), study.folder
+    # another difficulty is another dataset: never written over, and unknown values are refused
+    with pytest.raises(FileExistsError, match="difficulty easy -> realistic"):
+        generate(out, patients=PATIENTS, max_side=SIDE, seed=SEED, progress=False)
+    with pytest.raises(ValueError, match="realistic, easy"):
+        generate(tmp_path / "x", patients=2, max_side=SIDE, difficulty="hard", progress=False)
+    with pytest.raises(SystemExit):  # argparse: invalid choice, listing the valid ones
+        main([*args, "--difficulty", "hard"])
