@@ -38,6 +38,7 @@ that every other command can be tried without the real download.
 examples:
   xraylens data synth data/synth
   xraylens data synth data/synth_big --patients 2000 --max-side 320 --workers 2 --seed 1
+  xraylens data synth data/synth_easy --patients 300 --max-side 256 --difficulty easy   # CPU demo
 """
 
 
@@ -114,6 +115,15 @@ def _register_synth(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--workers", type=_positive_int, default=1, help="processes to draw with (default: 1)"
     )
+    parser.add_argument(
+        "--difficulty",
+        choices=("realistic", "easy"),
+        default="realistic",
+        help="how visible the findings are. realistic (default): as subtle as real findings "
+        "(hairline fractures, small lesions, some views miss the finding); learning them needs "
+        "GPU-scale training. easy: obvious findings (wide displaced fractures, larger lesions, "
+        "every view shows the finding) for CPU demos and tests; everything else is identical",
+    )
     parser.set_defaults(handler=_synth)
 
 
@@ -172,6 +182,7 @@ def _synth(args: argparse.Namespace) -> int:
             seed=args.seed,
             workers=args.workers,
             progress=True,
+            difficulty=args.difficulty,
         )
     except (ValueError, OSError) as exc:
         raise CLIError(str(exc)) from exc

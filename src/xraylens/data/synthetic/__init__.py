@@ -13,6 +13,13 @@ canals, bone islands, skin folds, overlapping bones), and everything that is
 not the finding (size, exposure, noise, markers, file format, views) is drawn
 from streams that never see the label.
 
+That default (``difficulty="realistic"``) needs GPU-scale training to learn.
+``difficulty="easy"`` (``xraylens data synth --difficulty easy``) draws the
+same studies with obvious findings (wide displaced fractures, larger lesions,
+thicker hardware, every view of an abnormal study showing its finding) for
+CPU demos and tests; normal studies stay byte-identical, so there is still no
+shortcut.
+
     from xraylens.data.synthetic import generate
     result = generate("data/synth", patients=300, max_side=512, seed=0, workers=2)
     result.boxes.head()   # path, x0, y0, x1, y1, kind

@@ -15,6 +15,7 @@ and abnormal studies and never get a box.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,14 @@ import numpy as np
 from xraylens.data.synthetic.anatomy import ELIGIBLE, PHYSES
 
 KINDS = ("fracture", "hardware", "lesion")
+# "realistic": as subtle as real findings; "easy": what a radiologist would call obvious (see ``make_obvious``)
+DIFFICULTIES = ("realistic", "easy")
+
+
+def check_difficulty(difficulty: str) -> str:
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}; got {difficulty!r}")
+    return difficulty
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,7 @@ class Hardware:
     count: int
     angle: float  # screws/wires: from transverse, rad
     length: float  # wires: length in radii
+    scale: float = 1.0  # thickness of plate, screws and wire (1 = realistic)
     kind: str = "hardware"
 
 
@@ -100,8 +110,16 @@ def _eligible(part: str, finger: int) -> list[tuple[str, float, float]]:
     return [(b.replace("{f}", str(finger)), t0, t1) for b, t0, t1 in ELIGIBLE[part]]
 
 
-def sample_findings(rng: np.random.Generator, part: str, finger: int) -> list[Finding]:
-    """The abnormalities of one abnormal study: 1-3, fractures most often, then hardware, then lesions."""
+def sample_findings(
+    rng: np.random.Generator, part: str, finger: int, difficulty: str = "realistic"
+) -> list[Finding]:
+    """The abnormalities of one abnormal study: 1-3, fractures most often, then hardware, then lesions.
+
+    ``difficulty="easy"`` draws exactly the same random numbers and then makes
+    each finding obvious (:func:`make_obvious`), so the studies, sites and
+    kinds are the same as in the realistic dataset.
+    """
+    check_difficulty(difficulty)
     sites = _eligible(part, finger)
     out: list[Finding] = []
     for _ in range(int(rng.choice([1, 2, 3], p=[0.72, 0.22, 0.06]))):
@@ -114,7 +132,57 @@ def sample_findings(rng: np.random.Generator, part: str, finger: int) -> list[Fi
             out.append(_hardware(rng, bone, t, t0, t1))
         else:
             out.append(_lesion(rng, bone, t, lytic=True))
-    return out
+    return [make_obvious(f) for f in out] if difficulty == "easy" else out
+
+
+def _towards(x: float, lo: float, hi: float, target: float) -> float:
+    """Map ``x`` from its realistic range [lo, hi] onto [target, 1) keeping its rank (deeper stays deeper)."""
+    return target + (1.0 - target) * 0.8 * float(np.clip((x - lo) / (hi - lo), 0.0, 1.0))
+
+
+def make_obvious(f: Finding) -> Finding:
+    """The same finding, made obvious: only magnitudes change, so no new random numbers are drawn.
+
+    * fractures: always complete (an incomplete crack becomes a complete break
+      along the same line), 5x wider (5-12.5 px at 512), 90-98% deep, and
+      displaced by 0.5-0.7 of the bone's radius with some angulation, so a
+      cortical step shows in most views;
+    * lytic lesions: 2x larger, 93-99% deep, marked cortical thinning;
+    * hardware: 1.6x thicker, plates and screw rows 1.3x longer.
+    """
+    if isinstance(f, Band | Fracture):
+        wide = f.width * 5.0
+        deep = _towards(f.depth, 0.35, 0.8, 0.9)
+        if isinstance(f, Band):  # the incomplete crack: displace along its starting side
+            d = 0.5 + 0.2 * float(np.clip((f.v1 - f.v0 - 0.8) / 2.0, 0, 1))
+            dx, dz = d * float(np.cos(f.side)), d * float(np.sin(f.side))
+            ax, az = 0.08 * float(np.sin(f.side)), -0.08 * float(np.cos(f.side))
+            return Fracture(
+                f.bone, f.t, f.angle, wide, f.wave, f.wavelength, f.phase, dx, dz, 0.06, ax, az, deep
+            )
+        mag = float(np.hypot(f.dx, f.dz))
+        if mag > 1e-9:  # keep the drawn direction, make the step clearly visible
+            d = max(0.5, min(4.0 * mag, 0.7))
+            dx, dz = f.dx / mag * d, f.dz / mag * d
+        else:  # undisplaced: push sideways in a direction fixed by the line's own phase
+            dx, dz = 0.6 * float(np.cos(f.phase)), 0.6 * float(np.sin(f.phase))
+        ax, az = f.ax * 2.0, f.az * 2.0
+        if abs(ax) + abs(az) < 1e-9:
+            ax, az = 0.08 * float(np.sin(f.phase)), -0.08 * float(np.cos(f.phase))
+        return dataclasses.replace(
+            f, width=wide, depth=deep, dx=dx, dz=dz, axial=abs(f.axial) + 0.06, ax=ax, az=az
+        )
+    if isinstance(f, Lesion):
+        return dataclasses.replace(
+            f,
+            along=f.along * 2.0,
+            across=f.across * 2.0,
+            depth=_towards(f.depth, 0.6, 0.95, 0.93),
+            thin=max(f.thin, 0.6),
+        )
+    return dataclasses.replace(
+        f, scale=1.6, span=f.span * (1.3 if f.kind_of != "wire" else 1.0), length=f.length * 1.2
+    )
 
 
 def _fracture(rng: np.random.Generator, bone: str, t: float) -> Band | Fracture:

@@ -163,8 +163,11 @@ def draw_hardware(
     face = np.cos(hw.side - site.view)  # 1 = plate seen edge-on from its side, 0 = face-on
     if hw.kind_of == "plate":
         ts = np.linspace(hw.t - hw.span, hw.t + hw.span, 9)
-        thick = max(0.12 * site.r, 1.2 * unit)
-        half = max(0.5 * (0.75 * site.r * abs(np.sin(hw.side - site.view)) + thick * abs(face)), 0.8 * unit)
+        thick = max(0.12 * site.r, 1.2 * unit) * hw.scale
+        half = max(
+            0.5 * (0.75 * site.r * hw.scale * abs(np.sin(hw.side - site.view)) + thick * abs(face)),
+            0.8 * unit,
+        )
         off = (site.r + thick / 2) * face
         centres, dirs = [], []
         for t in ts:
@@ -179,7 +182,7 @@ def draw_hardware(
             c, a, r = flat.at(float(t))
             p = np.array([-a[1], a[0]])
             head = c + p * off
-            dia = max(0.32 * r, 1.5 * unit)
+            dia = max(0.32 * r, 1.5 * unit) * hw.scale
             length = (2 * r + thick) * abs(face)
             if length > dia * 1.5:
                 _screw(canvas, head, head - np.sign(face) * p * length, dia, unit)
@@ -193,12 +196,12 @@ def draw_hardware(
         if hw.kind_of == "screws":
             d = p * np.cos(ang) * max(lateral, 0.15) + a * np.sin(ang)
             half = r * 1.15
-            dia = max(0.3 * r, 1.3 * unit)
+            dia = max(0.3 * r, 1.3 * unit) * hw.scale
             _screw(canvas, c - d * half, c + d * half, dia, unit, head=True)
         else:
             d = p * np.sin(ang) * max(lateral, 0.2) + a * np.cos(ang)
             half = r * hw.length / 2
-            dia = max(0.14 * r, 1.0 * unit)
+            dia = max(0.14 * r, 1.0 * unit) * hw.scale
             end, tip = c - d * half, c + d * half
             bend = end - _rot(d, 0.9) * r * 1.5
             cv2.polylines(

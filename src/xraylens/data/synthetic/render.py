@@ -23,6 +23,7 @@ from xraylens.data.synthetic.findings import (
     Fracture,
     Hardware,
     Lesion,
+    check_difficulty,
     sample_findings,
     sample_lookalikes,
 )
@@ -125,12 +126,17 @@ def study_state(seed: int, plan: StudyPlan) -> StudyState:
 
 
 def render_study(
-    seed: int, plan: StudyPlan, max_side: int, draw_findings: bool = True
+    seed: int, plan: StudyPlan, max_side: int, draw_findings: bool = True, difficulty: str = "realistic"
 ) -> tuple[list[View], int]:
-    """All views of a study and the attempt number whose findings they show."""
+    """All views of a study and the attempt number whose findings they show.
+
+    ``difficulty`` changes only the findings (see ``findings.make_obvious``):
+    normal studies and everything around the findings come out the same.
+    """
+    check_difficulty(difficulty)
     state = study_state(seed, plan)
     for attempt in range(8):
-        findings = _findings(seed, plan, state, attempt)
+        findings = _findings(seed, plan, state, attempt, difficulty)
         views = [
             _view(seed, plan, state, v, max_side, findings[v] if draw_findings else [])
             for v in range(plan.views)
@@ -140,17 +146,26 @@ def render_study(
     raise RuntimeError(f"could not place a visible finding in {plan.folder} after 8 attempts (seed {seed})")
 
 
-def _findings(seed: int, plan: StudyPlan, state: StudyState, attempt: int) -> list[list[Finding]]:
-    """Per view, the study's findings that this view shows (every finding shows in at least one view)."""
+def _findings(
+    seed: int, plan: StudyPlan, state: StudyState, attempt: int, difficulty: str = "realistic"
+) -> list[list[Finding]]:
+    """Per view, the study's findings that this view shows (every finding shows in at least one view).
+
+    Realistic: some views of an abnormal study miss a finding, as in real
+    studies. Easy: every view is meant to show every finding (the same random
+    numbers are drawn either way).
+    """
     if not plan.label:
         return [[] for _ in range(plan.views)]
     found = sample_findings(
-        rng_for(seed, streams.STUDY_FINDINGS, *plan.key, attempt), plan.part, state.finger
+        rng_for(seed, streams.STUDY_FINDINGS, *plan.key, attempt), plan.part, state.finger, difficulty
     )
     r = rng_for(seed, streams.VIEW_FINDINGS, *plan.key, attempt)
     must = r.integers(plan.views, size=len(found))
     luck = r.random((plan.views, len(found)))
     p_show = [1.0 if isinstance(f, Hardware) else (0.85 if isinstance(f, Lesion) else 0.7) for f in found]
+    if difficulty == "easy":
+        p_show = [1.0] * len(found)
     return [
         [f for i, f in enumerate(found) if must[i] == v or luck[v, i] < p_show[i]] for v in range(plan.views)
     ]

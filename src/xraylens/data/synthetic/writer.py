@@ -4,7 +4,7 @@ Rerun policy (rule 9, reruns never lose results silently):
 
 * ``OUT`` missing or empty: written from scratch.
 * ``OUT`` written earlier by this generator with the same seed, patient count,
-  size and generator version: written again in place; every file comes out
+  size, difficulty and generator version: written again in place; every file comes out
   byte-identical, so nothing is lost (this also finishes an interrupted run).
 * anything else in ``OUT`` (other files, or an earlier synthetic dataset with
   other settings): refused with :class:`FileExistsError`; nothing is touched.
@@ -26,6 +26,7 @@ import pandas as pd
 from xraylens.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from xraylens.config import BODY_PARTS
 from xraylens.data.synthetic.acquisition import encode
+from xraylens.data.synthetic.findings import DIFFICULTIES
 from xraylens.data.synthetic.plan import MURA_DIR, StudyPlan, make_plan
 from xraylens.data.synthetic.render import render_study
 
@@ -52,11 +53,24 @@ def generate(
     seed: int = 0,
     workers: int = 1,
     progress: bool = True,
+    difficulty: str = "realistic",
 ) -> SynthResult:
     """Write ``OUT/MURA-v1.1`` (images + official-style CSVs), ``OUT/boxes.csv`` and ``OUT/synth_manifest.json``.
 
     The same arguments always give byte-identical files, whatever ``workers`` is.
+
+    ``difficulty``: ``"realistic"`` (default) draws findings as subtle as real
+    ones (hairline fractures 1-2.5 px wide at 512 px, some views not showing
+    the finding); a model needs GPU-scale training to learn them.
+    ``"easy"`` makes the same findings obvious (wide, deep, displaced
+    fractures; larger lesions; thicker hardware; every view of an abnormal
+    study shows its finding) so a small CPU run can show learning and
+    localisation. Only the findings change: normal studies, anatomy,
+    acquisition and look-alikes are byte-identical between the two, so there
+    is no label shortcut, and boxes stay tight around what was drawn.
     """
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}; got {difficulty!r}")
     if max_side < 64:
         raise ValueError(
             f"max_side must be at least 64 px (got {max_side}); anatomy is unreadable below that"
@@ -70,12 +84,15 @@ def generate(
         "seed": int(seed),
         "patients": int(patients),
         "max_side": int(max_side),
+        "difficulty": difficulty,
     }
     plan = make_plan(patients, seed)
     _claim(root, settings)
     rows: list[tuple] = []
     stats: dict[str, int] = {"rgb": 0, "gray16": 0}
-    for study, views in _tqdm(_render_all(root, plan, seed, max_side, workers), len(plan), progress):
+    for study, views in _tqdm(
+        _render_all(root, plan, seed, max_side, workers, difficulty), len(plan), progress
+    ):
         for view, (boxes, storage) in enumerate(views):
             stats[storage] = stats.get(storage, 0) + 1
             rows += [(study.image_path(view), *box) for box in boxes]
@@ -128,16 +145,17 @@ def _read_settings(path: Path) -> dict | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    keys = ("generator", "generator_version", "seed", "patients", "max_side")
-    return (
-        {k: data.get(k) for k in keys}
-        if isinstance(data, dict) and data.get("generator") == GENERATOR
-        else None
-    )
+    keys = ("generator", "generator_version", "seed", "patients", "max_side", "difficulty")
+    if not isinstance(data, dict) or data.get("generator") != GENERATOR:
+        return None
+    # manifests written before ``difficulty`` existed were all realistic (and byte-identical to it now)
+    return {k: data.get(k, "realistic" if k == "difficulty" else None) for k in keys}
 
 
-def _render_all(root: Path, plan: list[StudyPlan], seed: int, max_side: int, workers: int) -> Iterator:
-    jobs = [(str(root), study, seed, max_side) for study in plan]
+def _render_all(
+    root: Path, plan: list[StudyPlan], seed: int, max_side: int, workers: int, difficulty: str
+) -> Iterator:
+    jobs = [(str(root), study, seed, max_side, difficulty) for study in plan]
     if workers == 1:
         for job in jobs:
             yield job[1], _write_study(job)
@@ -147,10 +165,10 @@ def _render_all(root: Path, plan: list[StudyPlan], seed: int, max_side: int, wor
             yield job[1], result
 
 
-def _write_study(job: tuple[str, StudyPlan, int, int]) -> list[tuple[list, str]]:
+def _write_study(job: tuple[str, StudyPlan, int, int, str]) -> list[tuple[list, str]]:
     """Render and write one study's images (and its junk file); returns per view (boxes, storage)."""
-    root, study, seed, max_side = job
-    views, _ = render_study(seed, study, max_side)
+    root, study, seed, max_side, difficulty = job
+    views, _ = render_study(seed, study, max_side, difficulty=difficulty)
     out = []
     for k, view in enumerate(views):
         atomic_write_bytes(Path(root) / study.image_path(k), encode(view.image, view.storage))
