@@ -81,28 +81,27 @@ def test_cli_errors_are_one_line_exit_2(tiny_mura, tmp_path, capsys: pytest.Capt
     assert "strict" in err and "empty_file: 1" in err
 
 
-def test_cli_synth_calls_the_generator(tmp_path, monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import sys
-    import types
-
-    calls = []
-
-    def generate(out, **kwargs):
-        calls.append((out, kwargs))
-        return types.SimpleNamespace(
-            root=tmp_path / "synth", manifest={"patients": 3, "images": 9, "boxes": []}
-        )
-
-    fake = types.ModuleType("xraylens.data.synthetic")
-    fake.generate = generate
-    monkeypatch.setitem(sys.modules, "xraylens.data.synthetic", fake)
-    out = str(tmp_path / "synth")
-    assert (
-        main(["data", "synth", out, "--patients", "3", "--max-side", "64", "--seed", "5", "--workers", "2"])
-        == 0
-    )
-    assert calls == [(out, {"patients": 3, "max_side": 64, "seed": 5, "workers": 2, "progress": True})]
+def test_summary_of_synth_output_reports_the_exact_generated_counts(tmp_path, capsys):
+    """The issue's done criterion: `data summary --json` on `data synth` output equals the manifest."""
+    out = tmp_path / "synth"
+    assert main(["data", "synth", str(out), "--patients", "12", "--max-side", "96", "--seed", "3"]) == 0
     printed = capsys.readouterr().out
-    assert str(tmp_path / "synth") in printed and "images 9" in printed
+    assert str(out) in printed
+    manifest = json.loads((out / "synth_manifest.json").read_text())
+    assert main(["data", "summary", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    for split, made in manifest["splits"].items():
+        seen = summary["splits"][split]
+        for key in ("images", "studies", "patients", "abnormal_studies"):
+            assert seen[key] == made[key], (split, key)
+        for part, counts in made["body_parts"].items():
+            if counts["images"] == 0:
+                assert seen["by_body_part"].get(part, {}).get("images", 0) == 0
+                continue
+            for key in ("images", "studies", "patients", "abnormal_studies"):
+                assert seen["by_body_part"][part][key] == counts[key], (split, part, key)
+    # the planted AppleDouble junk is reported, not counted as images
+    kinds = [p["kind"] for p in summary["problems"]]
+    assert kinds.count("hidden_file") == manifest["junk_files"]
     with pytest.raises(SystemExit):
-        main(["data", "synth", out, "--patients", "0"])
+        main(["data", "synth", str(tmp_path / "other"), "--patients", "0"])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from xraylens.cli.arguments import positive
+
 _DATA_EPILOG = """\
 examples:
   xraylens data synth data/synth --patients 200      # a small MURA-layout dataset to try things on
@@ -106,14 +108,14 @@ def _register_synth(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("out", metavar="OUT", help="folder to write; MURA-v1.1/ is created inside it")
     parser.add_argument(
-        "--patients", type=_positive_int, default=200, help="number of patients (default: 200)"
+        "--patients", type=positive, default=200, help="number of patients (default: 200)"
     )
     parser.add_argument(
-        "--max-side", type=_positive_int, default=512, metavar="PX", help="longest image side (default: 512)"
+        "--max-side", type=positive, default=512, metavar="PX", help="longest image side (default: 512)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default: 0)")
     parser.add_argument(
-        "--workers", type=_positive_int, default=1, help="processes to draw with (default: 1)"
+        "--workers", type=positive, default=1, help="processes to draw with (default: 1)"
     )
     parser.add_argument(
         "--difficulty",
@@ -126,15 +128,6 @@ def _register_synth(commands: argparse._SubParsersAction) -> None:
     )
     parser.set_defaults(handler=_synth)
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
