@@ -108,3 +108,14 @@ def build_tiny_mura(root: Path) -> TinyMura:
 def tiny_mura(tmp_path: Path) -> TinyMura:
     """A clean 13-image MURA v1.1 tree with official-style CSVs under ``tmp_path / "mura"``."""
     return build_tiny_mura(tmp_path / "mura")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small convolutions on a shared 2-core CPU run faster on one torch thread than on two fighting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

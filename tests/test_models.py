@@ -10,14 +10,8 @@ import torch
 
 from xraylens.models import MODEL_NAMES, backbone_parameters, create_model, head_layer, target_layer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convolutions on a shared CPU run faster on one thread than fighting over two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("in_channels", [1, 3])

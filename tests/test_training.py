@@ -32,17 +32,9 @@ from PIL import Image
 from xraylens.config import ExperimentConfig, load_config
 from xraylens.runfolder import METRIC_COLUMNS
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 SIZE = 48  # network input side
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """On a small shared CPU one torch thread trains faster than two threads fighting for cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_cfg(root: Path, *overrides: str) -> ExperimentConfig:
