@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xraylens.models import MODEL_NAMES, backbone_parameters, create_model, head_layer, target_layer
+from xraylens.models import MODEL_NAMES, GlobalPool, backbone_parameters, create_model, head_layer, target_layer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -53,3 +53,51 @@ def test_one_channel_stem_matches_rgb_stem_on_gray_input() -> None:
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(gray(x), rgb(x.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- global pooling (model.pooling)
+
+
+def test_global_pool_by_hand() -> None:
+    x = torch.zeros(1, 2, 4, 4)
+    x[0, 0, 1, 2] = 8.0  # one hot spot in channel 0; channel 1 is flat
+    x[0, 1] = 3.0
+    assert GlobalPool("avg")(x).flatten().tolist() == [0.5, 3.0]
+    assert GlobalPool("max")(x).flatten().tolist() == [8.0, 3.0]
+    lse = GlobalPool("lse", sharpness=5.0)(x).flatten()
+    assert 0.5 < lse[0].item() < 8.0  # between the mean and the max of a peaked map
+    assert lse[1].item() == pytest.approx(3.0, abs=1e-5)  # and equal to both on a flat one
+    with pytest.raises(ValueError, match="avg, max, lse"):
+        GlobalPool("median")
+
+
+@pytest.mark.parametrize("pooling", ["max", "lse"])
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_architecture_trains_with_every_pooling(name: str, pooling: str) -> None:
+    """Including densenet, whose forward() applies ReLU in place to what the pooling returns."""
+    torch.manual_seed(0)
+    model = create_model(name, pooling=pooling).train()
+    out = model(torch.randn(2, 1, 32, 32))
+    assert out.shape == (2, 1) and torch.isfinite(out).all()
+    out.sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"{name}/{pooling}: parameters without a gradient: {missing[:5]}"
+    pools = [m for m in model.modules() if isinstance(m, GlobalPool)]
+    assert [p.kind for p in pools] == [pooling]
+    assert target_layer(model, name) is not None
+
+
+def test_pooling_survives_a_checkpoint_round_trip(tmp_path) -> None:
+    from xraylens.config import ModelConfig
+    from xraylens.data.preprocess import Preprocessing
+    from xraylens.models import CheckpointMeta, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2", pooling="max").eval()
+    meta = CheckpointMeta(model=ModelConfig(name="mobilenet_v2", pooling="max"),
+                          preprocessing=Preprocessing.for_channels(64, 1))
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "m.ckpt", model, meta))
+    assert loaded.meta.model.pooling == "max"
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), model(x))

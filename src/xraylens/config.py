@@ -69,6 +69,9 @@ class ModelConfig:
     weights_path: str | None = None  # local .pth/.safetensors file of ImageNet weights, for offline hosts
     in_channels: int = 1  # radiographs are grayscale; 1 folds a pretrained RGB stem into one channel
     dropout: float = 0.2
+    # Global pooling before the head: "avg" (torchvision's and the MURA paper's), "max" or "lse".
+    # max/lse are multiple-instance pooling for small findings (models.GlobalPool; README: measured effect).
+    pooling: str = "avg"
 
 
 @dataclass(frozen=True)

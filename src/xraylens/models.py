@@ -14,6 +14,7 @@ line. Loading always uses ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import math
 import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ class Architecture:
     # densenet applies ReLU after ``features``; others feed the pooled map straight to the head.
     cam_activation: Callable[[torch.Tensor], torch.Tensor] | None = None
     cam_exact: bool = True  # False where a normalisation sits between pooling and the head
+    # The global-average-pooling module, or None where torchvision pools inside ``forward``
+    # (then other pooling is appended to ``features`` and forward's pooling sees a 1x1 map).
+    pool_module: str | None = None
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -59,12 +63,52 @@ ARCHITECTURES: dict[str, Architecture] = {
                                 cam_activation=torch.relu),
     "densenet169": Architecture("features.conv0", "classifier", "features.norm5",
                                 cam_activation=torch.relu),
-    "resnet18": Architecture("conv1", "fc", "layer4"),
-    "resnet50": Architecture("conv1", "fc", "layer4"),
-    "efficientnet_b0": Architecture("features.0.0", "classifier.1", "features.8", "classifier.0"),
-    "convnext_tiny": Architecture("features.0.0", "classifier.2", "features.7", cam_exact=False),
+    "resnet18": Architecture("conv1", "fc", "layer4", pool_module="avgpool"),
+    "resnet50": Architecture("conv1", "fc", "layer4", pool_module="avgpool"),
+    "efficientnet_b0": Architecture("features.0.0", "classifier.1", "features.8", "classifier.0",
+                                    pool_module="avgpool"),
+    "convnext_tiny": Architecture("features.0.0", "classifier.2", "features.7", cam_exact=False,
+                                  pool_module="avgpool"),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
+POOLINGS: tuple[str, ...] = ("avg", "max", "lse")
+
+
+class GlobalPool(nn.Module):
+    """Global spatial pooling of a (B, C, H, W) map to (B, C, 1, 1): average, max or log-sum-exp.
+
+    Average pooling (torchvision's, and the MURA paper's) lets a finding that
+    covers 1% of the image move the pooled feature by about 1%. Max pooling
+    scores the one place that looks most abnormal (multiple-instance learning,
+    as in Oquab et al. 2015); log-sum-exp with sharpness ``r`` sits between the
+    two (Wang et al. 2017, ChestX-ray8). On our synthetic data, trained from
+    random weights, neither changed the outcome much (README, "What learns").
+    None has parameters, so every pooling shares the same weights layout.
+    """
+
+    def __init__(self, kind: str = "avg", sharpness: float = 5.0, fresh_output: bool = False) -> None:
+        super().__init__()
+        if kind not in POOLINGS:
+            raise ValueError(f"unknown pooling {kind!r}; available: {', '.join(POOLINGS)}")
+        self.kind = kind
+        self.sharpness = float(sharpness)
+        # densenet's forward applies ReLU *in place* to what ``features`` returns, which would
+        # overwrite the max's output that its backward needs: hand it a copy instead.
+        self.fresh_output = fresh_output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "avg":
+            pooled = x.mean(dim=(2, 3), keepdim=True)
+        elif self.kind == "max":
+            pooled = x.amax(dim=(2, 3), keepdim=True)
+        else:
+            r = self.sharpness
+            flat = x.flatten(2)  # (B, C, H*W)
+            pooled = ((torch.logsumexp(r * flat, dim=2) - math.log(flat.shape[2])) / r)[:, :, None, None]
+        return pooled.clone() if self.fresh_output else pooled
+
+    def extra_repr(self) -> str:
+        return self.kind if self.kind != "lse" else f"lse, sharpness={self.sharpness}"
 
 
 def architecture(name: str) -> Architecture:
@@ -90,18 +134,22 @@ def create_model(
     weights_path: str | Path | None = None,
     in_channels: int = 1,
     dropout: float = 0.2,
+    pooling: str = "avg",
 ) -> nn.Module:
     """Build a torchvision classifier with a one-logit head.
 
     ``pretrained`` loads torchvision's ImageNet weights (cached under TORCH_HOME,
     downloaded otherwise); ``weights_path`` loads the same ImageNet weights from a
     local file, for air-gapped machines. Random initialisation is the default.
+    ``pooling`` replaces the global average pooling (see :class:`GlobalPool`).
     """
     import torchvision
 
     arch = architecture(name)
     if in_channels not in (1, 3):
         raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; available: {', '.join(POOLINGS)}")
     model = torchvision.models.get_model(name, weights=None)
     if weights_path is not None:
         model.load_state_dict(_read_state_dict(Path(weights_path)))
@@ -128,11 +176,27 @@ def create_model(
             if stem.bias is not None:
                 folded.bias.copy_(stem.bias)
         _set_submodule(model, arch.stem, folded)
+    if pooling != "avg":
+        _replace_pooling(model, arch, pooling)
     return model
 
 
+def _replace_pooling(model: nn.Module, arch: Architecture, pooling: str) -> None:
+    if arch.pool_module is not None:
+        _set_submodule(model, arch.pool_module, GlobalPool(pooling))
+        return
+    features = get_submodule(model, "features")
+    assert isinstance(features, nn.Sequential)
+    # forward() then average-pools a 1x1 map (a no-op); densenet's ReLU after ``features`` must
+    # come before the pooling, and is a no-op on the non-negative result when applied again.
+    if arch.cam_activation is torch.relu:
+        features.add_module("pool", nn.Sequential(nn.ReLU(), GlobalPool(pooling, fresh_output=True)))
+    else:
+        features.add_module("pool", GlobalPool(pooling))
+
+
 def create_model_from_config(cfg: ModelConfig) -> nn.Module:
-    return create_model(cfg.name, cfg.pretrained, cfg.weights_path, cfg.in_channels, cfg.dropout)
+    return create_model(cfg.name, cfg.pretrained, cfg.weights_path, cfg.in_channels, cfg.dropout, cfg.pooling)
 
 
 def target_layer(model: nn.Module, name: str) -> nn.Module:
@@ -279,7 +343,7 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
         raise CheckpointError(f"{path}: xraylens metadata is incomplete or invalid ({exc})") from exc
     cfg = meta.model
     model = create_model(cfg.name, pretrained=False, weights_path=None, in_channels=cfg.in_channels,
-                         dropout=cfg.dropout)
+                         dropout=cfg.dropout, pooling=cfg.pooling)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
