@@ -141,3 +141,17 @@ def test_scientific_notation_is_a_number_in_yaml_and_overrides(tmp_path):
 
     with pytest.raises(ConfigError, match="train.lr"):
         load_config(None, ["train.lr=fast"])
+
+
+def test_yaml_words_like_off_stay_words_and_only_true_false_are_booleans(tmp_path):
+    """YAML 1.1 would read `cache: off` as False; data.cache's documented value is the word "off"."""
+    from xraylens.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  cache: off\nmodel:\n  pretrained: false\n")
+    cfg = load_config(path)
+    assert cfg.data.cache == "off" and cfg.model.pretrained is False
+    assert load_config(None, ["data.cache=off"]).data.cache == "off"
+    assert load_config(None, ["model.pretrained=True"]).model.pretrained is True
+    with pytest.raises(ConfigError, match="model.pretrained: expected true/false, got 'yes'"):
+        load_config(None, ["model.pretrained=yes"])
