@@ -31,7 +31,7 @@ from xraylens.data.synthetic.plan import MURA_DIR, StudyPlan, make_plan
 from xraylens.data.synthetic.render import render_study
 
 GENERATOR = "xraylens.synthetic"
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"  # 1.1: more conspicuous `easy` findings (realistic unchanged)
 BOX_COLUMNS = ["path", "x0", "y0", "x1", "y1", "kind"]
 _PENDING = ".synth_pending.json"  # written first: marks OUT as ours while a run is in progress
 # What a macOS "._*" AppleDouble file starts with; a few bytes, not a PNG.
