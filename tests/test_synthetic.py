@@ -258,3 +258,30 @@ def test_easy_difficulty_changes_only_the_findings(synth: SynthResult, tmp_path:
         generate(tmp_path / "x", patients=2, max_side=SIDE, difficulty="hard", progress=False)
     with pytest.raises(SystemExit):  # argparse: invalid choice, listing the valid ones
         main([*args, "--difficulty", "hard"])
+
+
+def test_findings_restricts_the_kinds_and_leaves_normal_studies_alone(synth: SynthResult, tmp_path: Path) -> None:
+    """`--findings hardware` (the demo's data): only hardware is drawn; normal studies are byte-identical."""
+    from xraylens.cli import main
+
+    assert synth.manifest["findings"] == ["fracture", "hardware", "lesion"]
+    assert set(synth.boxes["kind"]) > {"hardware"}  # the default draws the other kinds too
+    out = tmp_path / "hw"
+    args = ["data", "synth", str(out), "--patients", str(PATIENTS), "--max-side", str(SIDE), "--seed", str(SEED)]
+    assert main([*args, "--findings", "hardware"]) == 0
+    manifest = json.loads((out / "synth_manifest.json").read_text())
+    assert manifest["findings"] == ["hardware"] and manifest["abnormal_studies"] == synth.manifest["abnormal_studies"]
+    boxes = pd.read_csv(out / "boxes.csv")
+    assert len(boxes) > 0 and set(boxes["kind"]) == {"hardware"}
+    hw, full = _tree(out), _tree(synth.root)
+    assert hw.keys() == full.keys()
+    for name in full:
+        if "_negative/" in name:
+            assert hw[name] == full[name], f"{name} changed with the finding kinds"
+    # other kinds are another dataset: never written over; unknown kinds are refused by name
+    with pytest.raises(FileExistsError, match=r"findings \['hardware'\] -> \['fracture', 'hardware', 'lesion'\]"):
+        generate(out, patients=PATIENTS, max_side=SIDE, seed=SEED, progress=False)
+    with pytest.raises(ValueError, match="fracture, hardware, lesion; got bone"):
+        generate(tmp_path / "x", patients=2, max_side=SIDE, findings=("bone",), progress=False)
+    with pytest.raises(SystemExit):
+        main([*args, "--findings", "bone"])

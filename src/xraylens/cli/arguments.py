@@ -22,3 +22,13 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def finding_kinds(text: str) -> tuple[str, ...]:
+    """Comma-separated synthetic finding kinds (e.g. --findings hardware,fracture)."""
+    from xraylens.data.synthetic.findings import check_kinds
+
+    try:
+        return check_kinds([k.strip() for k in text.split(",") if k.strip()])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

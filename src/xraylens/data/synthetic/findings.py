@@ -23,6 +23,17 @@ import numpy as np
 from xraylens.data.synthetic.anatomy import ELIGIBLE, PHYSES
 
 KINDS = ("fracture", "hardware", "lesion")
+_KIND_P = (0.55, 0.28, 0.17)  # how often each kind is drawn: fractures most, then hardware, then lesions
+
+
+def check_kinds(kinds: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The finding kinds to draw, in KINDS order; at least one, none unknown."""
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"findings must be one or more of {', '.join(KINDS)}; got {', '.join(kinds) or 'none'}")
+    return tuple(k for k in KINDS if k in kinds)
+
+
 # "realistic": as subtle as real findings; "easy": what a radiologist would call obvious (see ``make_obvious``)
 DIFFICULTIES = ("realistic", "easy")
 
@@ -111,21 +122,26 @@ def _eligible(part: str, finger: int) -> list[tuple[str, float, float]]:
 
 
 def sample_findings(
-    rng: np.random.Generator, part: str, finger: int, difficulty: str = "realistic"
+    rng: np.random.Generator, part: str, finger: int, difficulty: str = "realistic",
+    kinds: tuple[str, ...] = KINDS,
 ) -> list[Finding]:
     """The abnormalities of one abnormal study: 1-3, fractures most often, then hardware, then lesions.
 
     ``difficulty="easy"`` draws exactly the same random numbers and then makes
     each finding obvious (:func:`make_obvious`), so the studies, sites and
-    kinds are the same as in the realistic dataset.
+    kinds are the same as in the realistic dataset. ``kinds`` restricts what
+    is drawn (their relative frequencies kept); all kinds is the default.
     """
     check_difficulty(difficulty)
+    kinds = check_kinds(kinds)
+    p = [_KIND_P[KINDS.index(k)] for k in kinds]
+    p = p if kinds == KINDS else [v / sum(p) for v in p]  # all kinds: exactly the numbers of generator 1.0
     sites = _eligible(part, finger)
     out: list[Finding] = []
     for _ in range(int(rng.choice([1, 2, 3], p=[0.72, 0.22, 0.06]))):
         bone, t0, t1 = sites[int(rng.integers(len(sites)))]
         t = float(rng.uniform(t0, t1))
-        kind = rng.choice(KINDS, p=[0.55, 0.28, 0.17])
+        kind = rng.choice(kinds, p=p)
         if kind == "fracture":
             out.append(_fracture(rng, bone, t))
         elif kind == "hardware":

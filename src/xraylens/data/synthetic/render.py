@@ -18,6 +18,7 @@ from xraylens.data.synthetic import acquisition as film
 from xraylens.data.synthetic import plan as streams
 from xraylens.data.synthetic.anatomy import CHAINS, FIT, Bone, Pose, Traits
 from xraylens.data.synthetic.findings import (
+    KINDS,
     Band,
     Finding,
     Fracture,
@@ -126,7 +127,8 @@ def study_state(seed: int, plan: StudyPlan) -> StudyState:
 
 
 def render_study(
-    seed: int, plan: StudyPlan, max_side: int, draw_findings: bool = True, difficulty: str = "realistic"
+    seed: int, plan: StudyPlan, max_side: int, draw_findings: bool = True, difficulty: str = "realistic",
+    kinds: tuple[str, ...] = KINDS,
 ) -> tuple[list[View], int]:
     """All views of a study and the attempt number whose findings they show.
 
@@ -136,7 +138,7 @@ def render_study(
     check_difficulty(difficulty)
     state = study_state(seed, plan)
     for attempt in range(8):
-        findings = _findings(seed, plan, state, attempt, difficulty)
+        findings = _findings(seed, plan, state, attempt, difficulty, kinds)
         views = [
             _view(seed, plan, state, v, max_side, findings[v] if draw_findings else [])
             for v in range(plan.views)
@@ -147,7 +149,8 @@ def render_study(
 
 
 def _findings(
-    seed: int, plan: StudyPlan, state: StudyState, attempt: int, difficulty: str = "realistic"
+    seed: int, plan: StudyPlan, state: StudyState, attempt: int, difficulty: str = "realistic",
+    kinds: tuple[str, ...] = KINDS,
 ) -> list[list[Finding]]:
     """Per view, the study's findings that this view shows (every finding shows in at least one view).
 
@@ -158,7 +161,7 @@ def _findings(
     if not plan.label:
         return [[] for _ in range(plan.views)]
     found = sample_findings(
-        rng_for(seed, streams.STUDY_FINDINGS, *plan.key, attempt), plan.part, state.finger, difficulty
+        rng_for(seed, streams.STUDY_FINDINGS, *plan.key, attempt), plan.part, state.finger, difficulty, kinds
     )
     r = rng_for(seed, streams.VIEW_FINDINGS, *plan.key, attempt)
     must = r.integers(plan.views, size=len(found))

@@ -4,7 +4,7 @@ Rerun policy (rule 9, reruns never lose results silently):
 
 * ``OUT`` missing or empty: written from scratch.
 * ``OUT`` written earlier by this generator with the same seed, patient count,
-  size, difficulty and generator version: written again in place; every file comes out
+  size, difficulty, finding kinds and generator version: written again in place; every file comes out
   byte-identical, so nothing is lost (this also finishes an interrupted run).
 * anything else in ``OUT`` (other files, or an earlier synthetic dataset with
   other settings): refused with :class:`FileExistsError`; nothing is touched.
@@ -26,7 +26,7 @@ import pandas as pd
 from xraylens.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from xraylens.config import BODY_PARTS
 from xraylens.data.synthetic.acquisition import encode
-from xraylens.data.synthetic.findings import DIFFICULTIES
+from xraylens.data.synthetic.findings import DIFFICULTIES, KINDS, check_kinds
 from xraylens.data.synthetic.plan import MURA_DIR, StudyPlan, make_plan
 from xraylens.data.synthetic.render import render_study
 
@@ -54,6 +54,7 @@ def generate(
     workers: int = 1,
     progress: bool = True,
     difficulty: str = "realistic",
+    findings: tuple[str, ...] | list[str] = KINDS,
 ) -> SynthResult:
     """Write ``OUT/MURA-v1.1`` (images + official-style CSVs), ``OUT/boxes.csv`` and ``OUT/synth_manifest.json``.
 
@@ -64,11 +65,17 @@ def generate(
     the finding); a model needs GPU-scale training to learn them.
     ``"easy"`` makes the same findings obvious (wide, deep, displaced
     fractures; larger lesions; thicker hardware; every view of an abnormal
-    study shows its finding) so a small CPU run can show learning and
-    localisation. Only the findings change: normal studies, anatomy,
-    acquisition and look-alikes are byte-identical between the two, so there
-    is no label shortcut, and boxes stay tight around what was drawn.
+    study shows its finding). Only the findings change: normal studies,
+    anatomy, acquisition and look-alikes are byte-identical between the two,
+    so there is no label shortcut, and boxes stay tight around what was drawn.
+
+    ``findings`` restricts the kinds drawn in abnormal studies (``fracture``,
+    ``hardware``, ``lesion``). Measured (README, "What learns"): from random
+    weights on a CPU only hardware is learned in minutes, which is why the
+    demo draws hardware alone; fractures and lesions need ImageNet weights
+    or far more training.
     """
+    findings = check_kinds(findings)
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}; got {difficulty!r}")
     if max_side < 64:
@@ -85,13 +92,14 @@ def generate(
         "patients": int(patients),
         "max_side": int(max_side),
         "difficulty": difficulty,
+        "findings": list(findings),
     }
     plan = make_plan(patients, seed)
     _claim(root, settings)
     rows: list[tuple] = []
     stats: dict[str, int] = {"rgb": 0, "gray16": 0}
     for study, views in _tqdm(
-        _render_all(root, plan, seed, max_side, workers, difficulty), len(plan), progress
+        _render_all(root, plan, seed, max_side, workers, difficulty, findings), len(plan), progress
     ):
         for view, (boxes, storage) in enumerate(views):
             stats[storage] = stats.get(storage, 0) + 1
@@ -145,17 +153,19 @@ def _read_settings(path: Path) -> dict | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    keys = ("generator", "generator_version", "seed", "patients", "max_side", "difficulty")
+    keys = ("generator", "generator_version", "seed", "patients", "max_side", "difficulty", "findings")
     if not isinstance(data, dict) or data.get("generator") != GENERATOR:
         return None
-    # manifests written before ``difficulty`` existed were all realistic (and byte-identical to it now)
-    return {k: data.get(k, "realistic" if k == "difficulty" else None) for k in keys}
+    # manifests written before a setting existed had its default (and are byte-identical to it now)
+    defaults = {"difficulty": "realistic", "findings": list(KINDS)}
+    return {k: data.get(k, defaults.get(k)) for k in keys}
 
 
 def _render_all(
-    root: Path, plan: list[StudyPlan], seed: int, max_side: int, workers: int, difficulty: str
+    root: Path, plan: list[StudyPlan], seed: int, max_side: int, workers: int, difficulty: str,
+    findings: tuple[str, ...],
 ) -> Iterator:
-    jobs = [(str(root), study, seed, max_side, difficulty) for study in plan]
+    jobs = [(str(root), study, seed, max_side, difficulty, findings) for study in plan]
     if workers == 1:
         for job in jobs:
             yield job[1], _write_study(job)
@@ -165,10 +175,10 @@ def _render_all(
             yield job[1], result
 
 
-def _write_study(job: tuple[str, StudyPlan, int, int, str]) -> list[tuple[list, str]]:
+def _write_study(job: tuple[str, StudyPlan, int, int, str, tuple[str, ...]]) -> list[tuple[list, str]]:
     """Render and write one study's images (and its junk file); returns per view (boxes, storage)."""
-    root, study, seed, max_side, difficulty = job
-    views, _ = render_study(seed, study, max_side, difficulty=difficulty)
+    root, study, seed, max_side, difficulty, findings = job
+    views, _ = render_study(seed, study, max_side, difficulty=difficulty, kinds=findings)
     out = []
     for k, view in enumerate(views):
         atomic_write_bytes(Path(root) / study.image_path(k), encode(view.image, view.storage))
