@@ -128,3 +128,29 @@ def test_explain_eval_says_when_no_box_matches(tiny_mura, tmp_path: Path, checkp
     assert main(["explain-eval", str(checkpoint), "--data", str(tiny_mura.root), "--boxes", str(boxes),
                  "--out", str(tmp_path / "e"), "--quiet"]) == 2
     assert "MURA-relative" in capsys.readouterr().err
+
+
+def test_explain_eval_and_explain_at_a_finer_layer(tiny_mura, tmp_path: Path, checkpoint: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """--layer features.6 (stride 8): finer maps; the classic CAM, which needs the head's layer, is left out."""
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("path,x0,y0,x1,y1,kind\n"
+                     "MURA-v1.1/valid/XR_WRIST/patient11185/study1_positive/image1.png,2,2,10,8,hardware\n")
+    base = ["explain-eval", str(checkpoint), "--data", str(tiny_mura.root), "--boxes", str(boxes),
+            "--faithfulness-images", "0", "--sanity-images", "0", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "e6"), "--layer", "features.6"]) == 0
+    result = json.loads((tmp_path / "e6" / "localization.json").read_text())
+    assert result["settings"]["layer"] == "features.6"
+    assert "cam" not in result["localization"] and "gradcam" in result["localization"]
+    assert "CAM layer: `features.6`" in (tmp_path / "e6" / "report.md").read_text()
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "bad"), "--layer", "features.6", "--methods", "cam"]) == 2
+    assert "only works at the layer that feeds the head" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "bad"), "--layer", "features.99"]) == 2
+    assert "no layer 'features.99'" in capsys.readouterr().err
+
+    image = _png(tmp_path / "in" / "x.png", 40, 30)
+    assert main(["explain", str(checkpoint), str(image), "--out", str(tmp_path / "h"), "--layer", "features.6",
+                 "--quiet"]) == 0
+    heatmap = np.asarray(Image.open(tmp_path / "h" / "images" / "x_heatmap.png"))
+    assert heatmap.shape == (40, 30)

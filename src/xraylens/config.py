@@ -107,6 +107,9 @@ class ExplainConfig:
 
     method: str = "gradcam"
     target: str = "abnormal"  # or "normal"
+    # CAM layer as a dotted module name (e.g. "features.6"); None = the architecture's default, its last
+    # feature map (stride 32: a 4x4 grid at 128 px). Earlier layers give finer maps (README: measured).
+    layer: str | None = None
     threshold_mode: str = "fraction"  # "fraction" of max, "percentile", or "otsu"
     threshold: float = 0.5
     min_box_area_fraction: float = 0.002

@@ -55,6 +55,7 @@ feature channel per image (about 1,280 for mobilenet_v2); add it with
 examples:
   xraylens explain-eval best.ckpt --data data/synth --boxes data/synth/boxes.csv --out runs/demo/explain_eval
   xraylens explain-eval best.ckpt --data data/synth --boxes data/synth/boxes.csv --out ev --methods gradcam,cam
+  xraylens explain-eval best.ckpt --data data/synth --boxes data/synth/boxes.csv --out ev6 --layer features.6
 """
 
 
@@ -80,6 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     explain.add_argument("--max-studies", type=positive, default=20, metavar="N",
                          help="study figures to draw with --data (default: 20)")
     explain.add_argument("--method", choices=METHOD_CHOICES, default="gradcam", help="CAM method (default: gradcam)")
+    _layer(explain)
     explain.set_defaults(handler=_explain)
 
     evaluate = subparsers.add_parser(
@@ -102,8 +104,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--sanity-steps", type=positive, default=4, metavar="K",
                           help="randomise the head and then K-1 more blocks, top down (default: 4)")
     evaluate.add_argument("--seed", type=int, default=0, help="sampling and randomisation seed (default: 0)")
+    _layer(evaluate)
     _common(evaluate)
     evaluate.set_defaults(handler=_explain_eval)
+
+
+def _layer(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layer", metavar="NAME", default=None,
+                        help="CAM layer as a dotted module name, e.g. features.6 for mobilenet_v2 (default: the "
+                        "last feature map, stride 32). Earlier layers give finer maps; the classic 'cam' needs "
+                        "the default")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -158,7 +168,7 @@ def _explain(args: argparse.Namespace) -> int:
         if not items:
             raise CLIError("no image to explain: " + ("; ".join(f"{p}: {r}" for p, r in missing) or "empty input"))
         cfg = ExplainConfig(method=args.method, target=args.target, threshold_mode=args.threshold_mode,
-                            threshold=args.threshold)
+                            threshold=args.threshold, layer=args.layer)
         result = explain_images(loaded, items, args.out, cfg, batch_size=args.batch_size,
                                 max_studies=args.max_studies, study_views=bool(args.data),
                                 progress=not args.quiet and sys.stderr.isatty(), skipped=missing)
@@ -184,9 +194,12 @@ def _explain_eval(args: argparse.Namespace) -> int:
     )
     from xraylens.models import CheckpointError, load_checkpoint
 
-    settings = EvalSettings(methods=args.methods or DEFAULT_EVAL_METHODS, limit=args.limit, seed=args.seed,
+    methods = args.methods or DEFAULT_EVAL_METHODS
+    if args.layer and not args.methods:  # the classic CAM exists only at the layer that feeds the head
+        methods = tuple(m for m in methods if m != "cam")
+    settings = EvalSettings(methods=methods, limit=args.limit, seed=args.seed,
                             batch_size=args.batch_size, faithfulness_images=args.faithfulness_images,
-                            sanity_images=args.sanity_images, sanity_steps=args.sanity_steps)
+                            sanity_images=args.sanity_images, sanity_steps=args.sanity_steps, layer=args.layer)
     try:
         loaded = load_checkpoint(args.checkpoint)
         results = evaluate_explanations(loaded, args.data, args.boxes, args.out, settings, split=args.split,

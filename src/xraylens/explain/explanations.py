@@ -242,7 +242,8 @@ def explain_images(
         x = torch.stack([entry[3] for entry in batch])
         with torch.no_grad():
             probs = torch.sigmoid(model(x).reshape(-1) / meta.temperature).numpy()
-        maps = compute_cams(model, meta.model.name, x, method=cfg.method, target=cfg.target, batch_size=batch_size)
+        maps = compute_cams(model, meta.model.name, x, method=cfg.method, target=cfg.target, layer=cfg.layer,
+                            batch_size=batch_size)
         for (item, name, image, _, geometry), heat, p in zip(batch, maps, probs, strict=True):
             heat_orig = np.clip(geometry.to_original(heat), 0.0, 1.0)  # (H, W) at the original image size
             row, boxes = _explain_one(out, item, name, image, heat_orig, float(p), meta.threshold, cfg)

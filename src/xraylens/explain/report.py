@@ -23,7 +23,7 @@ import torch
 
 from xraylens.data.images import ImageReadError, read_image
 from xraylens.data.preprocess import Letterbox, prepare
-from xraylens.explain.cams import METHODS, compute_cams
+from xraylens.explain.cams import METHODS, compute_cams, resolve_layer
 from xraylens.explain.regions import Box, find_boxes
 from xraylens.explain.scores import (
     TrueBox,
@@ -32,7 +32,7 @@ from xraylens.explain.scores import (
     localization_scores,
     summarize_localization,
 )
-from xraylens.models import LoadedModel
+from xraylens.models import LoadedModel, target_layer
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class EvalSettings:
     sanity_images: int = 6
     sanity_steps: int = 4
     grid_images: int = 4
+    layer: str | None = None  # CAM layer (dotted name); None = the architecture's default (last feature map)
 
 
 @dataclass
@@ -167,6 +168,14 @@ def evaluate_explanations(
     unknown = [m for m in settings.methods if m not in METHODS]
     if unknown:
         raise ExplainEvalError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(METHODS)}")
+    if settings.layer is not None:  # fail before minutes of image loading, not after
+        try:
+            layer = resolve_layer(loaded.model, loaded.meta.model.name, settings.layer)
+        except ValueError as exc:
+            raise ExplainEvalError(str(exc)) from exc
+        if "cam" in settings.methods and layer is not target_layer(loaded.model, loaded.meta.model.name):
+            raise ExplainEvalError(f"the classic CAM ('cam') only works at the layer that feeds the head; "
+                                   f"leave it out of --methods to score layer {settings.layer}")
     truth = read_true_boxes(boxes_csv)
     images = _load(_select(data, split, truth, boxes_csv, settings, progress), truth, loaded,
                    settings.grid_images, progress)
@@ -190,7 +199,7 @@ def evaluate_explanations(
     for method in settings.methods:
         started = time.perf_counter()
         maps = np.concatenate([
-            compute_cams(model, name, part, method=method, batch_size=settings.batch_size)
+            compute_cams(model, name, part, method=method, layer=settings.layer, batch_size=settings.batch_size)
             for part in tqdm(images.x.split(settings.batch_size), desc=f"cams {method}", disable=not progress)])
         results["seconds_per_image"][method] = (time.perf_counter() - started) / len(maps)
         results["localization"][method], grid_maps[method], grid_boxes[method] = _localise(
@@ -202,7 +211,8 @@ def evaluate_explanations(
         if settings.sanity_images:
             results["sanity"][method] = cascading_randomisation(
                 model, name, images.x[sanity_idx],
-                lambda m, x, method=method: compute_cams(m, name, x, method=method, batch_size=settings.batch_size),
+                lambda m, x, method=method: compute_cams(m, name, x, method=method, layer=settings.layer,
+                                                         batch_size=settings.batch_size),
                 max_steps=settings.sanity_steps, seed=settings.seed)
     if len(faith_idx):
         results["faithfulness"]["random order"] = _faith_summary(deletion_insertion(
@@ -275,7 +285,8 @@ def render_report(results: dict[str, Any]) -> str:
         "",
         f"{results['n_images']} abnormal images with ground-truth boxes; the classifier calls "
         f"{_pct(clf['called_abnormal'])} of them abnormal (threshold {clf['threshold']:.2f}, mean P = "
-        f"{clf['mean_probability']:.2f}). Checkpoint: `{results['checkpoint']}`.",
+        f"{clf['mean_probability']:.2f}). Checkpoint: `{results['checkpoint']}`. CAM layer: "
+        f"`{results['settings'].get('layer') or 'the default (last feature map)'}`.",
         "",
         "## Methods compared",
         "",
