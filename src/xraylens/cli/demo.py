@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from xraylens.cli.arguments import finding_kinds
+
 _EPILOG = """\
 what it writes (under --out, default xraylens_demo/):
   data/          synthetic MURA-v1.1 tree, boxes.csv (ground truth), synth_manifest.json
@@ -13,9 +15,10 @@ what it writes (under --out, default xraylens_demo/):
   heatmaps/      per-image heatmap + overlay PNGs, explanations.csv, boxes.json (COCO), study figures
 
 examples:
-  xraylens demo                                   # ~300 patients, mobilenet_v2 at 128 px, 8 epochs
+  xraylens demo                                   # 300 patients, mobilenet_v2 at 128 px, 12 epochs
   xraylens demo --fast                            # a 1-2 minute smoke run (tiny data, 2 epochs)
   xraylens demo --patients 600 --set train.epochs=15 --set data.image_size=160
+  xraylens demo --findings fracture,hardware,lesion --out demo_full   # the full (much harder) task
   xraylens demo --out my_demo   # rerunning continues: finished stages with the same settings are reused
 """
 
@@ -32,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--patients", type=int, default=None, help="synthetic patients (default 300; --fast 60)")
     parser.add_argument("--max-side", type=int, default=256, help="synthetic image long side in px (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic data seed (default 0)")
+    parser.add_argument("--findings", type=finding_kinds, default=("hardware",), metavar="KINDS",
+                        help="finding kinds in abnormal studies: hardware (default; what a from-scratch "
+                        "CPU model learns in minutes), or e.g. fracture,hardware,lesion for the full task")
     parser.add_argument("--config", default="demo_cpu", help="training preset or YAML file (default demo_cpu)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.epochs=4 (repeatable)")
@@ -55,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         patients=args.patients or (60 if args.fast else 300),
         max_side=args.max_side,
         seed=args.seed,
+        findings=args.findings,
         config=args.config,
         overrides=tuple(overrides),
         workers=args.workers,
