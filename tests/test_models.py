@@ -8,7 +8,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xraylens.models import MODEL_NAMES, GlobalPool, backbone_parameters, create_model, head_layer, target_layer
+from xraylens.models import (
+    MODEL_NAMES,
+    GlobalPool,
+    backbone_parameters,
+    create_model,
+    head_layer,
+    target_layer,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ BEST_NAME = "best.ckpt"
 def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, progress: bool = True,
                   callbacks: Sequence[Callback] = ()) -> L.Trainer:
     """A Trainer configured from ``cfg.train``; scale settings are passed through unchanged."""
+    # Lightning 2.6's batch flattening trips torch 2.14's LeafSpec deprecation once per run: nothing
+    # a user can act on, so it is not printed (other warnings still are).
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     t = cfg.train
     checkpoints = run_dir / "checkpoints"
     top_k = ModelCheckpoint(dirpath=checkpoints, filename="epoch{epoch:03d}-val_loss{val_loss:.4f}",
