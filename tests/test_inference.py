@@ -195,3 +195,22 @@ def test_explain_settings_come_from_the_checkpoint(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "m.ckpt", create_model("mobilenet_v2"), meta)
     assert Predictor.from_checkpoint(path).method == "gradcam++"
     assert Predictor.from_checkpoint(path, method="cam").method == "cam"  # an explicit choice wins
+
+
+def test_the_checkpoints_cam_layer_is_used_for_explanations(tmp_path: Path) -> None:
+    """`--set explain.layer=features.6` at training time: predict and the server explain at that layer."""
+    from xraylens.config import ExperimentConfig, ExplainConfig, to_dict
+    from xraylens.explain.cams import compute_cams
+
+    model = lively_model()
+    experiment = to_dict(ExperimentConfig(explain=ExplainConfig(layer="features.6")))
+    meta = CheckpointMeta(model=ModelConfig(), preprocessing=Preprocessing.for_channels(64, 1), experiment=experiment)
+    predictor = Predictor.from_checkpoint(save_checkpoint(tmp_path / "m.ckpt", model, meta))
+    assert predictor.card.explain.layer == "features.6"
+    image = np.asarray(Image.open(write_png(tmp_path / "x.png", seed=3, shape=(64, 64))), dtype=np.float32) / 255
+    x = prepare(image, Preprocessing.for_channels(64, 1))[0][None]
+    wanted = compute_cams(model.eval(), "mobilenet_v2", x, layer="features.6")[0]
+    default = compute_cams(model.eval(), "mobilenet_v2", x)[0]
+    assert not np.allclose(wanted, default, atol=1e-3)  # the two layers really differ on this image
+    got = predictor.predict_image(image, explain=True).heatmap
+    np.testing.assert_allclose(got, wanted, atol=1e-4)

@@ -163,8 +163,8 @@ class Engine(Protocol):
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """(B, C, S, S) float32 normalised -> (B,) float64 logits."""
 
-    def cams(self, batch: np.ndarray, *, method: str, target: str) -> np.ndarray:
-        """(B, C, S, S) -> (B, S, S) float32 heatmaps in [0, 1]."""
+    def cams(self, batch: np.ndarray, *, method: str, target: str, layer: str | None = None) -> np.ndarray:
+        """(B, C, S, S) -> (B, S, S) float32 heatmaps in [0, 1]; ``layer`` None = the architecture's default."""
 
 
 class TorchEngine:
@@ -185,14 +185,14 @@ class TorchEngine:
             out = self.model(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
         return out.reshape(-1).double().cpu().numpy()
 
-    def cams(self, batch: np.ndarray, *, method: str, target: str) -> np.ndarray:
+    def cams(self, batch: np.ndarray, *, method: str, target: str, layer: str | None = None) -> np.ndarray:
         import torch
 
         from xraylens.explain.cams import compute_cams
 
         with self._lock:
             return compute_cams(self.model, self.architecture, torch.from_numpy(np.ascontiguousarray(batch)),
-                                method=method, target=target)
+                                method=method, target=target, layer=layer)
 
 
 # ---------------------------------------------------------------- the predictor
@@ -349,7 +349,8 @@ class Predictor:
 
     def _cams(self, batch: np.ndarray) -> np.ndarray:
         assert self._cam_engine is not None
-        return self._cam_engine.cams(batch, method=self.method, target=self.card.explain.target)
+        return self._cam_engine.cams(batch, method=self.method, target=self.card.explain.target,
+                                     layer=self.card.explain.layer)
 
     def _explain_one(self, probability: float, heatmap: np.ndarray, geometry: Letterbox, source: str,
                      keep_heatmap: bool) -> dict[str, Any]:
