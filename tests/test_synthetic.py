@@ -285,3 +285,15 @@ def test_findings_restricts_the_kinds_and_leaves_normal_studies_alone(synth: Syn
         generate(tmp_path / "x", patients=2, max_side=SIDE, findings=("bone",), progress=False)
     with pytest.raises(SystemExit):
         main([*args, "--findings", "bone"])
+
+
+def test_is_finished_recognises_exactly_the_dataset_generate_would_write(synth: SynthResult, tmp_path: Path) -> None:
+    from xraylens.data.synthetic.writer import is_finished
+
+    same = {"patients": PATIENTS, "max_side": SIDE, "seed": SEED}
+    assert is_finished(synth.root, **same)
+    assert is_finished(synth.root, **same, findings=["lesion", "fracture", "hardware"])  # order is not a setting
+    assert not is_finished(synth.root, **{**same, "patients": PATIENTS + 1})
+    assert not is_finished(synth.root, **same, findings=("hardware",))
+    assert not is_finished(synth.root, **same, difficulty="easy")
+    assert not is_finished(tmp_path / "nothing", **same)

@@ -55,23 +55,6 @@ def demo_config(settings: DemoSettings) -> ExperimentConfig:
     return load_config(settings.config, [f"data.root={data_root}", *settings.overrides])
 
 
-def _finished_synth(root: Path, settings: DemoSettings) -> bool:
-    """True when ``root`` holds a complete synthetic dataset made with these settings (the manifest comes last)."""
-    import json
-
-    manifest = root / "synth_manifest.json"
-    if not manifest.is_file():
-        return False
-    made = json.loads(manifest.read_text())
-    from xraylens.data.synthetic.findings import KINDS, check_kinds
-
-    wanted = {"patients": settings.patients, "max_side": settings.max_side, "seed": settings.seed,
-              "findings": list(check_kinds(settings.findings))}
-    # the demo always trains on realistic findings; manifests older than a setting had its default
-    made.setdefault("findings", list(KINDS))
-    return made.get("difficulty", "realistic") == "realistic" and all(made.get(k) == v for k, v in wanted.items())
-
-
 def _check_same_run(run_dir: Path, cfg: ExperimentConfig) -> None:
     """Refuse to mix a rerun with different training settings into an earlier run's folder."""
     from xraylens.config import dump_config
@@ -89,6 +72,7 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> DemoResult:
 
     from xraylens.data.mura import index_dataset
     from xraylens.data.synthetic import generate
+    from xraylens.data.synthetic.writer import is_finished
     from xraylens.evaluation import evaluate
     from xraylens.explain.explanations import explain_images, items_from_table
     from xraylens.explain.report import EvalSettings, evaluate_explanations
@@ -104,11 +88,13 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> DemoResult:
         log.info("demo: %s", name)
 
     stage("data")
-    if _finished_synth(out / "data", settings):
+    # the demo always draws realistic findings (the default difficulty)
+    synth = {"patients": settings.patients, "max_side": settings.max_side, "seed": settings.seed,
+             "findings": settings.findings}
+    if is_finished(out / "data", **synth):
         log.info("demo: reusing the synthetic dataset in %s", out / "data")
     else:
-        generate(out / "data", patients=settings.patients, max_side=settings.max_side, seed=settings.seed,
-                 workers=settings.workers, progress=progress, findings=settings.findings)
+        generate(out / "data", **synth, workers=settings.workers, progress=progress)
 
     stage("train")
     run_dir = out / "run"

@@ -85,15 +85,7 @@ def generate(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     root = Path(out)
-    settings = {
-        "generator": GENERATOR,
-        "generator_version": GENERATOR_VERSION,
-        "seed": int(seed),
-        "patients": int(patients),
-        "max_side": int(max_side),
-        "difficulty": difficulty,
-        "findings": list(findings),
-    }
+    settings = _settings(patients, max_side, seed, difficulty, findings)
     plan = make_plan(patients, seed)
     _claim(root, settings)
     rows: list[tuple] = []
@@ -121,6 +113,32 @@ def generate(
     atomic_write_json(root / "synth_manifest.json", manifest)
     (root / _PENDING).unlink(missing_ok=True)
     return SynthResult(root, manifest, boxes)
+
+
+def is_finished(
+    out: str | Path, *, patients: int = 300, max_side: int = 512, seed: int = 0,
+    difficulty: str = "realistic", findings: tuple[str, ...] | list[str] = KINDS,
+) -> bool:
+    """True when ``out`` holds a complete dataset that ``generate`` with these arguments would write.
+
+    The manifest is written last, so its presence means every image is there.
+    """
+    manifest = Path(out) / "synth_manifest.json"
+    return manifest.is_file() and _read_settings(manifest) == _settings(
+        patients, max_side, seed, difficulty, check_kinds(findings))
+
+
+def _settings(patients: int, max_side: int, seed: int, difficulty: str, findings: tuple[str, ...]) -> dict:
+    """What makes two datasets the same: equal settings give byte-identical files."""
+    return {
+        "generator": GENERATOR,
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "patients": int(patients),
+        "max_side": int(max_side),
+        "difficulty": difficulty,
+        "findings": list(findings),
+    }
 
 
 def _claim(root: Path, settings: dict) -> None:
