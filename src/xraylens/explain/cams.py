@@ -157,7 +157,9 @@ def classic_cam_weights(model: nn.Module, model_name: str) -> torch.Tensor:
     between pooling and the head (ConvNeXt: LayerNorm). A LayerNorm there is
     folded in: logit = (1/sigma) * mean_xy sum_k (w_k g_k - mean(w g)) F_k + const,
     so with these weights the map is exact up to a positive per-image factor
-    (1/sigma), which the [0, 1] normalisation removes anyway.
+    (1/sigma), which the [0, 1] normalisation removes anyway. With max or
+    log-sum-exp pooling (``model.pooling``) it is the same weighted sum, but it
+    no longer averages to the logit: the gradient methods follow the pooling.
     """
     arch = architecture(model_name)
     weight = head_layer(model, model_name).weight.detach()[0]  # (K,)
