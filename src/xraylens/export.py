@@ -208,7 +208,7 @@ class OnnxEngine:
         (logit,) = self.session.run([LOGIT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})
         return logit.reshape(-1).astype(np.float64)
 
-    def cams(self, batch: np.ndarray, *, method: str, target: str) -> np.ndarray:
+    def cams(self, batch: np.ndarray, *, method: str, target: str, layer: str | None = None) -> np.ndarray:
         raise NotImplementedError("ONNX Runtime computes no gradients; heatmaps come from the torch engine")
 
 
@@ -266,5 +266,5 @@ class _LazyTorchCams:
     def logits(self, batch: np.ndarray) -> np.ndarray:
         return self._load().logits(batch)
 
-    def cams(self, batch: np.ndarray, *, method: str, target: str) -> np.ndarray:
-        return self._load().cams(batch, method=method, target=target)
+    def cams(self, batch: np.ndarray, *, method: str, target: str, layer: str | None = None) -> np.ndarray:
+        return self._load().cams(batch, method=method, target=target, layer=layer)
