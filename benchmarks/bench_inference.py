@@ -13,6 +13,7 @@ Usage: python benchmarks/bench_inference.py [--models mobilenet_v2 resnet18] [--
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 import time
@@ -51,15 +52,15 @@ def engines(name: str, size: int, folder: Path) -> dict[str, Callable[[np.ndarra
     meta = CheckpointMeta(model=ModelConfig(name=name), preprocessing=Preprocessing.for_channels(size, 1))
     checkpoint = save_checkpoint(folder / f"{name}-{size}.ckpt", model, meta)
     onnx_path = export_onnx(checkpoint, folder / f"{name}-{size}.onnx").path
-    eager = TorchEngine(model, name)
-    channels_last = TorchEngine(create_model(name).eval().to(memory_format=torch.channels_last), name)
+    last_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
 
     def last(batch: np.ndarray) -> object:
         x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            return channels_last.model(x)
+            return last_model(x)
 
-    return {"torch eager": eager.logits, "torch channels_last": last, "onnxruntime": OnnxEngine(onnx_path).logits}
+    return {"torch eager": TorchEngine(model, name).logits, "torch channels_last": last,
+            "onnxruntime": OnnxEngine(onnx_path).logits}
 
 
 def main() -> None:
