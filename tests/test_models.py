@@ -43,7 +43,7 @@ def test_head_and_backbone_partition_the_parameters(name: str) -> None:
     model = create_model(name, in_channels=1)
     head = list(head_layer(model, name).parameters())
     backbone = backbone_parameters(model, name)
-    assert head[0].shape[0] == 1  # one logit
+    assert head[-1].shape == (1,)  # the bias of the one logit (of a Linear, or of the MIL head's last 1x1 conv)
     ids = [id(p) for p in head + backbone]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
     assert target_layer(model, name) is not None

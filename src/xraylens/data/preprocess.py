@@ -32,11 +32,13 @@ class Preprocessing:
     std: tuple[float, ...] = (0.226,)
 
     @classmethod
-    def for_channels(cls, size: int, in_channels: int) -> Preprocessing:
+    def for_channels(cls, size: int, in_channels: int, mean: tuple[float, ...] = IMAGENET_MEAN,
+                     std: tuple[float, ...] = IMAGENET_STD) -> Preprocessing:
+        """RGB statistics (ImageNet's by default); one channel gets their mean, what a folded stem expects."""
         if in_channels == 3:
-            return cls(size=size, in_channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+            return cls(size=size, in_channels=3, mean=tuple(mean), std=tuple(std))
         if in_channels == 1:
-            return cls(size=size, in_channels=1, mean=(0.449,), std=(0.226,))
+            return cls(size=size, in_channels=1, mean=(round(sum(mean) / 3, 3),), std=(round(sum(std) / 3, 3),))
         raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,81 @@
+"""Spatial multiple-instance learning: every location of a native-resolution feature map is an instance.
+
+Why: a hairline fracture is a few pixels of a 512 px radiograph. Shrinking the
+image to 224 px averages it away, and global average pooling dilutes what is
+left. Here an ImageNet backbone reads the image at native resolution down to
+stride 16 (a 32 x 32 grid at 512 px), a 1x1 instance classifier scores every
+location, and top-k pooling (GMIC's top-t%, Shen et al. 2021) turns the
+hottest locations into the image's logit. The instance map is the model's own
+explanation (``saliency``), no gradients needed; ``explain --method saliency``
+and ``explain-eval`` score it beside Grad-CAM.
+
+The split into ``features`` and ``classify_features`` is what makes the CPU
+recipe fast: with the backbone frozen, features are computed once per image
+and only the small head is trained (``train.backbone=cached``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from xraylens.models.architecture import Architecture
+from xraylens.models.pooling import GlobalPool
+from xraylens.models.timm_nets import TF_MEAN, TF_STD, timm_backbone
+
+MIL_HIDDEN = 128  # instance classifier width: measured enough on frozen Lite0 features (README)
+
+MIL_ARCHITECTURES: dict[str, Architecture] = {
+    # EfficientNet-Lite0 (ImageNet weights install offline) cut after blocks.4: 112 channels at stride 16
+    "mil_efficientnet_lite0": Architecture("backbone.conv_stem", "head", "backbone.blocks.4", family="mil",
+                                           classic_cam=False, native_map=True, mean=TF_MEAN, std=TF_STD,
+                                           library_name="tf_efficientnet_lite0"),
+}
+_CUT = {"tf_efficientnet_lite0": 5}  # blocks kept: 0..4 (stride 16)
+
+
+class SpatialMIL(nn.Module):
+    """(B, C, S, S) -> (B, 1) logit; ``saliency`` gives the (B, S/16, S/16) instance logits behind it."""
+
+    def __init__(self, backbone: nn.Module, channels: int, *, hidden: int = MIL_HIDDEN, dropout: float = 0.2,
+                 pooling: str = "topk") -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1), nn.ReLU(), nn.Dropout2d(dropout), nn.Conv2d(hidden, 1, 1))
+        nn.init.normal_(self.head[3].weight, std=0.01)
+        nn.init.zeros_(self.head[3].bias)
+        self.pool = GlobalPool(pooling, flatten=True)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) -> (B, K, h, w) backbone features: what ``train.backbone=cached`` stores."""
+        return self.backbone(x)
+
+    def classify_features(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, K, h, w) features -> (B, 1) logits."""
+        return self.pool(self.head(features))
+
+    def saliency(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) -> (B, h, w) instance logits: where the model finds the abnormality."""
+        return self.head(self.backbone(x))[:, 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify_features(self.features(x))
+
+
+def build_mil(name: str, arch: Architecture, *, pretrained: bool, weights_path: str | None,
+              dropout: float, pooling: str) -> nn.Module:
+    """The timm backbone (with its ImageNet weights, if asked) cut at stride 16, plus the MIL head."""
+    library = arch.library_name
+    full = timm_backbone(library, pretrained=pretrained, weights_path=weights_path)
+    kept = nn.Sequential(*list(full.blocks.children())[: _CUT[library]])
+    backbone = nn.Sequential(OrderedDict(conv_stem=full.conv_stem, bn1=full.bn1, blocks=kept))
+    channels = _out_channels(kept)
+    return SpatialMIL(backbone, channels, dropout=dropout, pooling=pooling)
+
+
+def _out_channels(blocks: nn.Sequential) -> int:
+    convs = [m for m in blocks.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1].out_channels
