@@ -70,8 +70,9 @@ class ModelConfig:
     weights_path: str | None = None  # local .pth/.safetensors file of ImageNet weights, for offline hosts
     in_channels: int = 1  # radiographs are grayscale; 1 folds a pretrained RGB stem into one channel
     dropout: float = 0.2
-    # Global pooling before the head: "avg" (torchvision's and the MURA paper's), "max" or "lse".
-    # max/lse are multiple-instance pooling for small findings (models.GlobalPool; README: measured effect).
+    # Global pooling before the head: "avg" (torchvision's and the MURA paper's), "max", "lse" or "topk".
+    # max/lse/topk are multiple-instance pooling for small findings (models.pooling; README: measured effect);
+    # mil_* models pool their instance map with it (topk is what they are measured with).
     pooling: str = "avg"
 
 
@@ -85,6 +86,16 @@ class TrainConfig:
     weight_decay: float = 0.0
     freeze_backbone_epochs: int = 0  # the seed's recipe: train only the head first
     finetune_lr_factor: float = 0.1  # lr multiplier once the backbone is unfrozen
+    # What of the network trains: "finetune" (everything, after freeze_backbone_epochs), "frozen" (the head
+    # only; the backbone's batch norm stays in eval mode) or "cached" (frozen, and the backbone's features are
+    # computed once per image, so an epoch costs only the head: the CPU recipe; needs a mil_* model).
+    backbone: str = "finetune"
+    optimizer: str = "adam"  # "adam" (the MURA paper's) or "adamw" (decoupled weight decay)
+    # "plateau": lr / 10 when validation loss stalls (the paper's); "onecycle": warmup then cosine decay
+    # over the whole run (warmup_fraction of the steps), stepped every batch
+    schedule: str = "plateau"
+    warmup_fraction: float = 0.1
+    accumulate_grad_batches: int = 1  # effective batch = batch_size x this (x devices)
     plateau_patience: int = 1  # ReduceLROnPlateau (factor 0.1) on validation loss
     early_stopping_patience: int = 5
     save_top_k: int = 3

@@ -19,14 +19,15 @@ from typing import Any
 import lightning as L
 import numpy as np
 import pandas as pd
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from xraylens.config import BODY_PARTS, ExperimentConfig
 from xraylens.data.augment import train_transform
 from xraylens.data.cache import CacheError, SquareCache, find_cache
 from xraylens.data.dataset import RadiographDataset
-from xraylens.data.preprocess import Preprocessing
 from xraylens.data.problems import DataError
+from xraylens.models import preprocessing_for
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +138,21 @@ class TaggedDataset(Dataset):
 
 
 class RadiographDataModule(L.LightningDataModule):
-    """Training (augmented, shuffled) and validation (as is) loaders over :class:`TrainingData`."""
+    """Training (augmented, shuffled) and validation (as is) loaders over :class:`TrainingData`.
 
-    def __init__(self, cfg: ExperimentConfig, data: TrainingData) -> None:
+    With ``feature_model`` (``train.backbone=cached``) the loaders serve that
+    model's frozen backbone features instead of images, computed once in
+    ``setup`` (:mod:`xraylens.features`).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, data: TrainingData, feature_model: nn.Module | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.data = data
-        self.prep = Preprocessing.for_channels(cfg.data.image_size, cfg.model.in_channels)
-        self.train_set: TaggedDataset | None = None
-        self.val_set: TaggedDataset | None = None
+        self.prep = preprocessing_for(cfg.model, cfg.data.image_size)
+        self.feature_model = feature_model
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
 
     def _dataset(self, table: pd.DataFrame, train: bool) -> TaggedDataset:
         source = self.data.cache.source_for(table["path"]) if self.data.cache is not None else None
@@ -153,12 +160,35 @@ class RadiographDataModule(L.LightningDataModule):
         return TaggedDataset(RadiographDataset(table, self.prep, transform=transform, square_source=source))
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is None:
+        if self.train_set is not None:
+            return
+        if self.feature_model is None:
             self.train_set = self._dataset(self.data.train, train=True)
             self.val_set = self._dataset(self.data.val, train=False)
+        else:
+            self.train_set = self._features(self.data.train, "train", hflip=self.cfg.data.augment.hflip)
+            self.val_set = self._features(self.data.val, "val", hflip=False)
+
+    def _features(self, table: pd.DataFrame, name: str, hflip: bool) -> Dataset:
+        import torch
+
+        from xraylens.features import FeatureSet, compute_features
+
+        images = self._dataset(table, train=False)  # un-augmented squares: features are computed once
+        device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
+        progress = self.trainer is None or self.trainer.progress_bar_callback is not None
+        features, ok = compute_features(self.feature_model, images, batch_size=self.cfg.train.batch_size,
+                                        num_workers=self.cfg.data.num_workers, device=device,
+                                        channels_last=self.cfg.train.channels_last, progress=progress,
+                                        desc=f"frozen features ({name})")
+        log.info("computed frozen features for %d %s images: %s float16", len(features), name,
+                 tuple(features.shape[1:]))
+        return FeatureSet(features, ok, torch.tensor(images.dataset.labels), torch.tensor(images.parts),
+                          hflip=hflip)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
-        workers = self.cfg.data.num_workers
+        # stored features are in this process's memory already: workers would only copy them
+        workers = 0 if self.feature_model is not None else self.cfg.data.num_workers
         on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return DataLoader(dataset, batch_size=self.cfg.train.batch_size, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=on_gpu, **kwargs)

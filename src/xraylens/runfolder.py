@@ -72,6 +72,7 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, progress: bool = True
         limit_train_batches=_limit(t.limit_train_batches),
         limit_val_batches=_limit(t.limit_val_batches),
         log_every_n_steps=t.log_every_n_steps,
+        accumulate_grad_batches=t.accumulate_grad_batches,
         default_root_dir=run_dir,
     )
 

