@@ -29,14 +29,14 @@ def _hooks(model: nn.Module) -> int:
 
 
 def test_methods_tuple_is_the_published_interface() -> None:
-    assert METHODS == ("gradcam", "gradcam++", "hirescam", "scorecam", "eigencam", "layercam", "cam")
+    assert METHODS == ("gradcam", "gradcam++", "hirescam", "scorecam", "eigencam", "layercam", "cam", "saliency")
     from xraylens.cli.explain import METHOD_CHOICES
 
     assert METHOD_CHOICES == METHODS  # the CLI keeps its own copy so `--help` needs no torch
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
-@pytest.mark.parametrize("method", ["gradcam", "cam"])
+@pytest.mark.parametrize(("name", "method"), [(n, m) for n in MODEL_NAMES
+                                              for m in cams.methods_for(n, ("gradcam", "cam", "saliency"))])
 def test_every_architecture_gives_maps_of_input_size_in_unit_range(name: str, method: str) -> None:
     model = _model(name)
     maps = compute_cams(model, name, _images(), method=method)
@@ -48,9 +48,10 @@ def test_every_architecture_gives_maps_of_input_size_in_unit_range(name: str, me
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_runs_batched_and_releases_its_hooks(method: str) -> None:
-    model = _model("resnet18")
+    name = "mil_efficientnet_lite0" if method == "saliency" else "resnet18"
+    model = _model(name)
     n = 1 if method == "scorecam" else 3  # Score-CAM: one forward pass per channel (512 here)
-    maps = compute_cams(model, "resnet18", _images(n, 32), method=method, batch_size=2)  # 2 chunks
+    maps = compute_cams(model, name, _images(n, 32), method=method, batch_size=2)  # 2 chunks
     assert maps.shape == (n, 32, 32) and maps.min() >= 0.0 and maps.max() <= 1.0
     assert np.isfinite(maps).all()
     assert _hooks(model) == 0
@@ -147,3 +148,30 @@ def test_layer_by_name_and_clear_errors() -> None:
         compute_cams(model, "resnet18", _images(1, 32), layer="layer9")
     with pytest.raises(ValueError, match="classic CAM needs the layer that feeds the head"):
         compute_cams(model, "resnet18", _images(1, 64), method="cam", layer="layer3")
+
+
+def test_each_model_is_offered_only_the_methods_it_can_give() -> None:
+    assert "cam" in cams.methods_for("resnet18") and "saliency" not in cams.methods_for("resnet18")
+    assert "saliency" in cams.methods_for("mil_efficientnet_lite0")
+    assert "cam" not in cams.methods_for("mil_efficientnet_lite0")  # its head is not linear in the features
+    with pytest.raises(ValueError, match="classic CAM"):
+        compute_cams(_model("mil_efficientnet_lite0"), "mil_efficientnet_lite0", _images(1, 64), method="cam")
+    with pytest.raises(ValueError, match="no native saliency"):
+        compute_cams(_model("resnet18"), "resnet18", _images(1, 64), method="saliency")
+
+
+def test_native_saliency_is_the_mil_instance_map_scaled_to_the_input() -> None:
+    name = "mil_efficientnet_lite0"
+    model = _model(name)
+    x = _images(2, 128, seed=5)
+    with torch.no_grad():
+        instances = model.saliency(x)  # (2, 8, 8) logits at stride 16
+    maps = compute_cams(model, name, x, method="saliency")
+    assert instances.shape == (2, 8, 8) and maps.shape == (2, 128, 128)
+    for inst, heat in zip(instances.numpy(), maps, strict=True):
+        iy, ix = np.unravel_index(inst.argmax(), inst.shape)
+        hy, hx = np.unravel_index(heat.argmax(), heat.shape)
+        assert (hy // 16, hx // 16) == (iy, ix)  # the map's peak lies in the hottest instance's cell
+        assert heat.max() == pytest.approx(1.0) and heat.min() < 0.05  # coldest cell ~0 (bilinear blurs it)
+    normal = compute_cams(model, name, x, method="saliency", target="normal")
+    assert np.abs(normal - maps).mean() > 0.05  # the normal target reads the map with the opposite sign

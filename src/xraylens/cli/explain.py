@@ -9,7 +9,7 @@ import argparse
 
 from xraylens.cli.arguments import count, positive
 
-METHOD_CHOICES = ("gradcam", "gradcam++", "hirescam", "scorecam", "eigencam", "layercam", "cam")
+METHOD_CHOICES = ("gradcam", "gradcam++", "hirescam", "scorecam", "eigencam", "layercam", "cam", "saliency")
 THRESHOLD_MODES = ("fraction", "percentile", "otsu")
 
 _EXPLAIN_EPILOG = """\
@@ -194,14 +194,19 @@ def _explain_eval(args: argparse.Namespace) -> int:
     )
     from xraylens.models import CheckpointError, load_checkpoint
 
-    methods = args.methods or DEFAULT_EVAL_METHODS
+    from xraylens.explain.cams import methods_for
+
+    try:
+        loaded = load_checkpoint(args.checkpoint)
+    except CheckpointError as exc:
+        raise CLIError(str(exc)) from exc
+    methods = args.methods or methods_for(loaded.meta.model.name, DEFAULT_EVAL_METHODS)
     if args.layer and not args.methods:  # the classic CAM exists only at the layer that feeds the head
         methods = tuple(m for m in methods if m != "cam")
     settings = EvalSettings(methods=methods, limit=args.limit, seed=args.seed,
                             batch_size=args.batch_size, faithfulness_images=args.faithfulness_images,
                             sanity_images=args.sanity_images, sanity_steps=args.sanity_steps, layer=args.layer)
     try:
-        loaded = load_checkpoint(args.checkpoint)
         results = evaluate_explanations(loaded, args.data, args.boxes, args.out, settings, split=args.split,
                                         progress=not args.quiet and sys.stderr.isatty())
     except (CheckpointError, DataError, ExplainEvalError) as exc:

@@ -25,14 +25,30 @@ from torch import nn
 
 from xraylens.models import architecture, get_submodule, head_layer, target_layer
 
-METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "scorecam", "eigencam", "layercam", "cam")
+METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "scorecam", "eigencam", "layercam", "cam", "saliency")
 TARGETS: tuple[str, ...] = ("abnormal", "normal")
 METHOD_LABELS = {
     "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM", "scorecam": "Score-CAM",
-    "eigencam": "Eigen-CAM", "layercam": "Layer-CAM", "cam": "CAM",
+    "eigencam": "Eigen-CAM", "layercam": "Layer-CAM", "cam": "CAM", "saliency": "native saliency",
 }
 # Methods whose map does not depend on the target: the sentence must not claim otherwise.
 TARGET_AGNOSTIC: frozenset[str] = frozenset({"eigencam"})
+
+
+def methods_for(model_name: str, methods: tuple[str, ...] = METHODS) -> tuple[str, ...]:
+    """``methods`` less those the model cannot give: the classic CAM needs a linear head on pooled
+    features, the native ``saliency`` map needs a model that has one (the spatial MIL models)."""
+    arch = architecture(model_name)
+    return tuple(m for m in methods if (m != "cam" or arch.classic_cam) and (m != "saliency" or arch.native_map))
+
+
+def check_method(model_name: str, method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; available: {', '.join(METHODS)}")
+    if method not in methods_for(model_name, (method,)):
+        why = ("has no linear head on pooled features for the classic CAM"
+               if method == "cam" else "has no native saliency map (only the mil_* models do)")
+        raise ValueError(f"{model_name} {why}; use one of {', '.join(methods_for(model_name))}")
 
 
 class LogitTarget:
@@ -211,12 +227,12 @@ def compute_cams(
     Each map is ReLU'd and min-max scaled on its own (the grad-cam convention;
     all 0 = no positive evidence anywhere), so maps say *where*, not *how much*.
     ``method="cam"`` is the classic CAM and only makes sense at the default
-    layer. The model is left in eval mode with its parameters' ``.grad`` untouched. Eigen-CAM ignores ``target`` (it is the first principal component of
+    layer; ``method="saliency"`` is a spatial MIL model's own instance map
+    (no gradients; ``layer`` does not apply). The model is left in eval mode with its parameters' ``.grad`` untouched. Eigen-CAM ignores ``target`` (it is the first principal component of
     the features). Score-CAM runs one forward pass per feature channel per
     image: hundreds of passes, slow on a CPU.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown CAM method {method!r}; available: {', '.join(METHODS)}")
+    check_method(model_name, method)
     if images.ndim != 4:
         raise ValueError(f"images must be a (B, C, S, S) batch, got shape {tuple(images.shape)}")
     if batch_size < 1:
@@ -234,6 +250,12 @@ def compute_cams(
             if method == "cam":
                 raw = _classic_cam(model, model_name, cam_layer, chunk, explained.sign)
                 out.append(_normalise(raw, size))
+                continue
+            if method == "saliency":
+                with torch.no_grad():
+                    raw = explained.sign * model.saliency(chunk)  # (b, h, w) instance logits
+                # no ReLU: the hottest instance is shown even when none crosses P = 0.5
+                out.append(_normalise(raw - raw.flatten(1).amin(1)[:, None, None], size))
                 continue
             chunk = chunk.clone().requires_grad_(method != "scorecam" and method != "eigencam")
             # post_activation is entered first so its hook runs before grad-cam's and hands them its output.

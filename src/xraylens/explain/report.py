@@ -10,6 +10,8 @@ model-randomisation sanity check. Writes ``localization.json``,
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import time
 from collections.abc import Sequence
@@ -23,7 +25,7 @@ import torch
 
 from xraylens.data.images import ImageReadError, read_image
 from xraylens.data.preprocess import Letterbox, prepare
-from xraylens.explain.cams import METHODS, compute_cams, resolve_layer
+from xraylens.explain.cams import METHODS, check_method, compute_cams, methods_for, resolve_layer
 from xraylens.explain.regions import Box, find_boxes
 from xraylens.explain.scores import (
     TrueBox,
@@ -165,9 +167,16 @@ def evaluate_explanations(
     from tqdm.auto import tqdm
 
     settings = settings or EvalSettings()
+    if settings.methods == DEFAULT_EVAL_METHODS:  # the defaults: every method this model can give
+        settings = dataclasses.replace(settings, methods=methods_for(loaded.meta.model.name, DEFAULT_EVAL_METHODS))
     unknown = [m for m in settings.methods if m not in METHODS]
     if unknown:
         raise ExplainEvalError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(METHODS)}")
+    for method in settings.methods:
+        try:
+            check_method(loaded.meta.model.name, method)
+        except ValueError as exc:
+            raise ExplainEvalError(str(exc)) from exc
     if settings.layer is not None:  # fail before minutes of image loading, not after
         try:
             layer = resolve_layer(loaded.model, loaded.meta.model.name, settings.layer)
