@@ -200,3 +200,90 @@ def test_roc_curve_area_is_the_auroc():
     fpr, tpr = roc_points(y, s)
     assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
     assert np.trapezoid(tpr, fpr) == pytest.approx(auroc(y, s))
+
+
+# ---------------------------------------------------------------- per finding kind
+
+WRIST, HAND = "MURA-v1.1/valid/XR_WRIST", "MURA-v1.1/valid/XR_HAND"
+# Abnormal valid studies of the tree: wrist 11014 (2 views + the truncated image3), wrist 11016 (1 view),
+# hand 11019 (2 views), hand 11021 (1 view, no box: left out of every kind).
+KIND_BOXES = (
+    (f"{WRIST}/patient11014/study1_positive/image1.png", "fracture"),
+    (TRUNCATED, "lesion"),  # unreadable, but still makes 11014 a lesion study
+    (f"{WRIST}/patient11016/study1_positive/image1.png", "hardware"),
+    (f"{HAND}/patient11019/study1_positive/image1.png", "fracture"),
+    (f"{HAND}/patient11019/study1_positive/image2.png", "hardware"),
+)
+KIND_STUDIES = {"fracture": {"11014", "11019"}, "hardware": {"11016", "11019"}, "lesion": {"11014"}}
+KIND_IMAGES = {  # an image without a box counts for every kind of its study
+    "fracture": {"11014/image1", "11014/image2", "11019/image1"},
+    "hardware": {"11016/image1", "11019/image2"},
+    "lesion": {"11014/image2"},
+}
+
+
+def _write_boxes(path: Path) -> Path:
+    path.write_text("path,x0,y0,x1,y1,kind\n" + "".join(f"{p},3,4,12,14,{k}\n" for p, k in KIND_BOXES))
+    return path
+
+
+def _patient(path: str) -> str:
+    return re.search(r"patient(\d+)", path).group(1)
+
+
+def test_no_box_table_means_no_per_kind_output(setup, report):
+    assert "per_kind" not in report.metrics and "boxes" not in report.metrics
+    assert not (setup["base"] / "eval" / "per_kind.md").exists() and "finding kind" not in report.summary
+
+
+def test_cli_evaluate_reports_every_finding_kind(setup, report, capsys):
+    from sklearn.metrics import cohen_kappa_score, roc_auc_score
+
+    from xraylens.cli import main
+
+    out = setup["base"] / "eval_kinds"
+    boxes = _write_boxes(setup["base"] / "my_boxes.csv")  # outside the data folder: other tests see no table
+    code = main(["evaluate", str(setup["a"]), "--data", str(setup["root"]), "--out", str(out),
+                 "--bootstrap", "30", "--boxes", str(boxes), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    per_kind = metrics["per_kind"]
+    assert list(per_kind) == ["fracture", "hardware", "lesion"] and metrics["boxes"] == str(boxes)
+    studies = pd.read_csv(out / "predictions_studies.csv")
+    images = pd.read_csv(out / "predictions_images.csv")
+    studies["patient"] = studies["study_path"].map(_patient)
+    images["key"] = images["path"].map(lambda p: f"{_patient(p)}/{p.rsplit('/', 1)[1].removesuffix('.png')}")
+    for kind, entry in per_kind.items():
+        cohort = studies[(studies["label"] == 0) | studies["patient"].isin(KIND_STUDIES[kind])]
+        assert entry["n_positive_studies"] == len(KIND_STUDIES[kind]) and entry["n_negative_studies"] == 6
+        assert entry["study"]["auroc"] == pytest.approx(roc_auc_score(cohort["label"], cohort["probability"]))
+        kappa = cohen_kappa_score(cohort["label"], cohort["prediction"])
+        assert entry["study"]["kappa"] == (pytest.approx(kappa) if np.isfinite(kappa) else None)
+        pictures = images[(images["label"] == 0) | images["key"].isin(KIND_IMAGES[kind])]
+        assert entry["n_positive_images"] == len(KIND_IMAGES[kind]) and entry["n_negative_images"] == 12
+        assert entry["image"]["auroc"] == pytest.approx(roc_auc_score(pictures["label"], pictures["probability"]))
+        assert len(entry["study"]["ci95"]["auroc"]) == len(entry["image"]["ci95"]["kappa"]) == 2
+        assert f"{kind}: study AUROC" in printed
+    table = pd.read_csv(out / "per_kind.csv")
+    assert table["kind"].tolist() == ["fracture", "hardware", "lesion"]
+    assert {"study_auroc_lo", "study_kappa_hi", "image_auroc", "image_kappa"} <= set(table.columns)
+    assert "| fracture | 2 / 6 |" in (out / "per_kind.md").read_text()
+    assert metrics["study"]["auroc"] == report.metrics["study"]["auroc"]  # the overall numbers do not move
+
+
+def test_box_table_in_the_data_folder_is_used_by_default(setup, tmp_path):
+    import shutil
+
+    root = tmp_path / "mura"
+    shutil.copytree(setup["root"], root)
+    _write_boxes(root / "boxes.csv")
+    out = tmp_path / "eval"
+    result = evaluate([setup["a"]], root, out=out, n_boot=20, progress=False)
+    assert set(result.metrics["per_kind"]) == {"fracture", "hardware", "lesion"}
+    assert result.paths["per_kind_md"] == out / "per_kind.md" and "per finding kind: fracture" in result.summary
+    assert result.metrics["skipped"]["unreadable"] == [TRUNCATED]  # still skipped, and lesion still counted
+    assert result.metrics["per_kind"]["lesion"]["n_positive_studies"] == 1
+    (root / "boxes.csv").unlink()  # rerun without a table: the stale per-kind files go with it
+    again = evaluate([setup["a"]], root, out=out, n_boot=20, progress=False)
+    assert "per_kind" not in again.metrics and not (out / "per_kind.md").exists() and not (out / "per_kind.csv").exists()

@@ -9,7 +9,9 @@ which data to read and where to write.
 An ensemble averages the models' probabilities (the paper's top-5 ensemble);
 each model sees its inputs through its own preprocessing. Study probability is
 the mean of the study's image probabilities. Unreadable images are dropped,
-counted and listed in ``metrics.json``; they never stop an evaluation.
+counted and listed in ``metrics.json``; they never stop an evaluation. With a
+box table (the synthetic dataset's ``boxes.csv``), AUROC and kappa are also
+reported per finding kind (:mod:`xraylens.finding_kinds`).
 
 This module predicts and measures; :mod:`xraylens.evaluation_report` turns the
 result into the report folder (tables, figures, summary text).
@@ -41,9 +43,11 @@ from xraylens.evaluation_report import (
     IMAGE_COLUMNS,
     STUDY_COLUMNS,
     per_body_part_table,
+    per_kind_table,
     summary_text,
     write_report,
 )
+from xraylens.finding_kinds import FindingKinds, find_box_table, per_kind_metrics, read_finding_kinds
 from xraylens.metrics import METRIC_NAMES, evaluation_metrics, to_jsonable
 from xraylens.models import LoadedModel
 
@@ -151,13 +155,18 @@ def evaluate(
     num_workers: int = 0,
     progress: bool = True,
     device: str | None = None,
+    boxes: str | Path | None = None,
 ) -> EvaluationReport:
     """Predict ``split`` with the checkpoint(s), measure, and write every report file into ``out``.
 
     ``threshold``: ``checkpoint`` (the value stored at training), a number such
     as ``0.5``, or ``youden`` / ``kappa`` (maximised on validation studies).
-    ``calibrate`` fits a temperature on the validation images first. Raises
-    CheckpointError, DataError or EvaluationError with the fix in the message.
+    ``calibrate`` fits a temperature on the validation images first.
+    ``boxes``: a box table (``path,...,kind``) for metrics per finding kind
+    (:mod:`xraylens.finding_kinds`); ``None`` uses ``boxes.csv`` in the data
+    folder when there is one, and without a table there are no per-kind
+    metrics. Raises CheckpointError, DataError or EvaluationError with the fix
+    in the message.
     """
     from xraylens.data.mura import index_dataset
     from xraylens.models import load_checkpoint
@@ -173,6 +182,7 @@ def evaluate(
     index = index_dataset(data_root, splits=(split,), body_parts=body_parts, progress=progress)
     if index.table.empty:
         raise EvaluationError(f"no labelled images in split {split!r} of {data_root} (body parts: {body_parts or 'all'})")
+    kinds = _finding_kinds(boxes, data_root, index.root)  # before predicting: a bad table fails fast
     images, unreadable = _with_probabilities(index.table, predict_table(models, index.table, **run))
     if images.empty:
         raise EvaluationError(f"none of the {len(unreadable)} images of split {split!r} could be read "
@@ -213,6 +223,9 @@ def evaluate(
     metrics.update(evaluation_metrics(images["label"].to_numpy(), images["probability"].to_numpy(),
                                       images["study_id"].to_numpy(), images["body_part"].to_numpy(),
                                       value, n_boot=n_boot, seed=seed))
+    if kinds is not None:
+        metrics["boxes"] = str(kinds.source)
+        metrics["per_kind"] = per_kind_metrics(images, kinds, value, n_boot=n_boot, seed=seed)
     metrics = to_jsonable(metrics)
     report = EvaluationReport(metrics=metrics, images=images, studies=studies)
     report.paths = write_report(out, metrics, images, studies, raw_studies=raw_studies,
@@ -267,6 +280,16 @@ def _check_threshold_spec(spec: str) -> str:
     if not 0.0 < value < 1.0:
         raise EvaluationError(f"threshold {spec!r}: use checkpoint, youden, kappa or a number in (0, 1) such as 0.5")
     return spec
+
+
+def _finding_kinds(boxes: str | Path | None, data_root: str | Path, mura_parent: Path) -> FindingKinds | None:
+    """The explicit box table (which must exist), else ``boxes.csv`` found in the data folder, else None."""
+    path = Path(boxes) if boxes is not None else find_box_table(data_root, mura_parent)
+    if path is None:
+        return None
+    kinds = read_finding_kinds(path)
+    log.info("finding kinds from %s: %s", path, ", ".join(sorted(set().union(*kinds.by_study.values()))) or "none")
+    return kinds
 
 
 def _with_probabilities(table: pd.DataFrame, probs: np.ndarray) -> tuple[pd.DataFrame, list[str]]:
@@ -351,6 +374,7 @@ __all__ = [
     "EvaluationReport",
     "evaluate",
     "per_body_part_table",
+    "per_kind_table",
     "predict_table",
     "study_table",
     "summary_text",

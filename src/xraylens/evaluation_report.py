@@ -10,6 +10,7 @@ other. Every file is written atomically; figures go through
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,13 @@ import pandas as pd
 from xraylens.calibration import reliability_curve
 from xraylens.data.preprocess import Preprocessing
 
+log = logging.getLogger(__name__)
+
 SAMPLES_PER_OUTCOME = 4
 # Columns of predictions_images.csv / predictions_studies.csv (the in-memory tables may hold more).
 IMAGE_COLUMNS = ("path", "study_id", "body_part", "label", "probability", "prediction")
 STUDY_COLUMNS = ("study_path", "body_part", "n_views", "label", "probability", "prediction")
+PER_KIND_FILES = ("per_kind.csv", "per_kind.md")
 
 
 # ---------------------------------------------------------------- files
@@ -43,7 +47,10 @@ def write_report(
     ``raw_studies`` are the study probabilities as the checkpoints delivered
     them (before any fitted temperature), for the "before" reliability curve;
     ``preprocessing`` is the first model's, used to show the sample images as
-    that model saw them.
+    that model saw them. ``per_kind.{csv,md}`` are written only when
+    ``metrics["per_kind"]`` holds kinds; a stale pair from an earlier run in
+    ``out`` is then removed (with a log line), so the folder never shows
+    per-kind numbers that its ``metrics.json`` does not hold.
     """
     from xraylens.atomic import atomic_write_json, atomic_write_text
 
@@ -59,10 +66,25 @@ def write_report(
         "submission": atomic_write_text(out / "submission.csv", "".join(
             f"{p},{int(d)}\n" for p, d in zip(studies["study_path"], studies["prediction"], strict=True))),
     }
+    paths.update(_write_per_kind(out, metrics))
     fitted = metrics["calibration"]["temperature"] if metrics["calibration"]["fitted"] else None
     paths.update(_write_figures(out, images, studies, raw_studies, preprocessing, metrics["threshold"], fitted,
                                 int(metrics["ece"]["n_bins"]), seed))
     return paths
+
+
+def _write_per_kind(out: Path, metrics: dict[str, Any]) -> dict[str, Path]:
+    from xraylens.atomic import atomic_write_text
+
+    if not metrics.get("per_kind"):
+        for name in PER_KIND_FILES:
+            if (out / name).is_file():
+                log.warning("removing %s from an earlier evaluation: this one has no per-kind metrics", out / name)
+                (out / name).unlink()
+        return {}
+    table = per_kind_table(metrics)
+    return {"per_kind_csv": atomic_write_text(out / "per_kind.csv", table.to_csv(index=False)),
+            "per_kind_md": atomic_write_text(out / "per_kind.md", _per_kind_markdown(table, metrics))}
 
 
 def _write_figures(
@@ -129,6 +151,46 @@ def per_body_part_table(metrics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def per_kind_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """One row per finding kind: cohort sizes, study and image AUROC and kappa with CIs, study sensitivity."""
+    rows = []
+    for kind, entry in (metrics.get("per_kind") or {}).items():
+        row: dict[str, Any] = {"kind": kind, **{k: entry[k] for k in ("n_positive_studies", "n_negative_studies",
+                                                                     "n_positive_images", "n_negative_images")}}
+        for level in ("study", "image"):
+            section = entry[level]
+            for name in ("auroc", "kappa"):
+                lo, hi = section["ci95"][name]
+                row.update({f"{level}_{name}": section[name], f"{level}_{name}_lo": lo, f"{level}_{name}_hi": hi})
+        row["study_sensitivity"] = entry["study"]["sensitivity"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _per_kind_markdown(table: pd.DataFrame, metrics: dict[str, Any]) -> str:
+    lines = [
+        f"# Evaluation on MURA `{metrics['split']}`: per finding kind",
+        "",
+        f"Kinds from `{metrics.get('boxes', 'the box table')}`. For each kind, positives are the abnormal studies "
+        "with at least one box of that kind, negatives are all normal studies; abnormal studies without it are "
+        "left out. At image level an abnormal image without any box counts for every kind of its study. "
+        f"Threshold {metrics['threshold']:.3f} ({metrics['threshold_method']}); 95% CIs from "
+        f"{metrics['bootstrap']['n_boot']} bootstrap resamples of studies.",
+        "",
+        "| kind | abnormal / normal studies | study AUROC [95% CI] | study kappa [95% CI] | sensitivity | "
+        "image AUROC [95% CI] | image kappa [95% CI] |",
+        "|---|---:|---|---|---:|---|---|",
+    ]
+    for r in table.to_dict("records"):
+        cells = [_fmt(r[f"{level}_{name}"], r[f"{level}_{name}_lo"], r[f"{level}_{name}_hi"], ci=True)
+                 for level, name in (("study", "auroc"), ("study", "kappa"))]
+        cells.append(_fmt(r["study_sensitivity"]))
+        cells += [_fmt(r[f"image_{name}"], r[f"image_{name}_lo"], r[f"image_{name}_hi"], ci=True)
+                  for name in ("auroc", "kappa")]
+        lines.append(f"| {r['kind']} | {r['n_positive_studies']} / {r['n_negative_studies']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
@@ -178,15 +240,19 @@ def summary_text(metrics: dict[str, Any], out: Path | None = None) -> str:
     if ece["after"] is not None:
         calib += f" -> {_fmt(ece['after'])} after temperature {metrics['temperature']:.2f}"
     skipped = metrics["skipped"]["count"]
+    kinds = "; ".join(f"{kind} {_fmt(k['study']['auroc'], *k['study']['ci95']['auroc'], ci=True)} "
+                      f"({k['n_positive_studies']} vs {k['n_negative_studies']} normal)"
+                      for kind, k in (metrics.get("per_kind") or {}).items())
+    by_kind = f" Study AUROC per finding kind: {kinds}." if kinds else ""
     return (
         f"Evaluated {who} on MURA {metrics['split']}: {i['n']} images in {s['n']} studies"
         f"{f' ({skipped} unreadable skipped)' if skipped else ''}. Study level at threshold "
         f"{metrics['threshold']:.3f} ({metrics['threshold_method']}): AUROC "
         f"{_fmt(s['auroc'], *s['ci95']['auroc'], ci=True)}, Cohen's kappa {_fmt(s['kappa'], *s['ci95']['kappa'], ci=True)}, "
         f"accuracy {_fmt(s['accuracy'])}, sensitivity {_fmt(s['sensitivity'])}, specificity "
-        f"{_fmt(s['specificity'])}; image AUROC {_fmt(i['auroc'], *i['ci95']['auroc'], ci=True)}.{spread} "
+        f"{_fmt(s['specificity'])}; image AUROC {_fmt(i['auroc'], *i['ci95']['auroc'], ci=True)}.{spread}{by_kind} "
         f"Calibration: {calib}.{f' Reports in {out}.' if out else ''}"
     )
 
 
-__all__ = ["IMAGE_COLUMNS", "STUDY_COLUMNS", "per_body_part_table", "summary_text", "write_report"]
+__all__ = ["IMAGE_COLUMNS", "STUDY_COLUMNS", "per_body_part_table", "per_kind_table", "summary_text", "write_report"]

@@ -173,18 +173,36 @@ def evaluation_metrics(
     return report
 
 
+def metric_section(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float = 0.5,
+    *,
+    groups: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int | Sequence[int] = 0,
+) -> dict[str, Any]:
+    """One level of one group, as reports store it: every metric, ``ci95`` ``{metric: [lo, hi]}``, ``n``, ``n_abnormal``.
+
+    Public so that other groupings (per finding kind, ...) report exactly the
+    numbers, intervals and counts that the overall and per-body-part sections do.
+    """
+    y = np.asarray(labels)
+    section: dict[str, Any] = binary_metrics(y, probabilities, threshold)
+    ci = bootstrap_ci(y, probabilities, threshold, groups=groups, n_boot=n_boot, seed=seed)
+    section["ci95"] = {name: [lo, hi] for name, (lo, hi) in ci.items()}
+    section.update(n=int(len(y)), n_abnormal=int(np.sum(y == 1)))
+    return section
+
+
 def _both_levels(
     y: np.ndarray, probs: np.ndarray, study_ids: np.ndarray, threshold: float, n_boot: int, seed: tuple[int, int]
 ) -> dict[str, dict[str, Any]]:
     _, study_probs, study_y, codes = study_level(study_ids, probs, y)
-    n_studies = len(study_y)
     out = {}
     for level, (yy, pp, groups) in {"image": (y, probs, codes), "study": (study_y, study_probs, None)}.items():
-        section: dict[str, Any] = binary_metrics(yy, pp, threshold)
-        ci = bootstrap_ci(yy, pp, threshold, groups=groups, n_boot=n_boot, seed=seed)
-        section["ci95"] = {name: [lo, hi] for name, (lo, hi) in ci.items()}
-        section.update(n=int(len(yy)), n_studies=n_studies, n_abnormal=int(np.sum(yy == 1)))
-        out[level] = section
+        out[level] = metric_section(yy, pp, threshold, groups=groups, n_boot=n_boot, seed=seed)
+        out[level]["n_studies"] = len(study_y)
     return out
 
 

@@ -20,9 +20,15 @@ Several checkpoints form an ensemble: their probabilities are averaged (the
 MURA paper's top-5 ensemble). A study's probability is the mean of its views';
 95% confidence intervals come from a bootstrap that resamples studies.
 
-Writes into OUT: metrics.json, per_body_part.{md,csv}, predictions_images.csv,
-predictions_studies.csv, submission.csv (MURA style: study path,0|1),
-sample_predictions.png, roc.png, confusion.png, reliability.png.
+With a box table (path,x0,y0,x1,y1,kind; the synthetic dataset's
+ROOT/boxes.csv is found by itself, or give --boxes), study- and image-level
+AUROC and kappa are also reported per finding kind: positives are the abnormal
+studies with a box of that kind, negatives all normal studies.
+
+Writes into OUT: metrics.json, per_body_part.{md,csv}, per_kind.{md,csv} (with
+a box table), predictions_images.csv, predictions_studies.csv, submission.csv
+(MURA style: study path,0|1), sample_predictions.png, roc.png, confusion.png,
+reliability.png.
 
 examples:
   xraylens evaluate runs/demo/checkpoints/best.ckpt --data data/synth --out runs/demo/eval
@@ -30,6 +36,7 @@ examples:
   xraylens evaluate best.ckpt --data ~/MURA-v1.1 --out eval/wrist --body-part wrist
   xraylens evaluate best.ckpt --data ~/MURA-v1.1 --out eval/cal --calibrate --threshold kappa
   xraylens evaluate best.ckpt --data data/synth --out eval/quick --bootstrap 200 --batch-size 16
+  xraylens evaluate best.ckpt --data ~/MURA-v1.1 --out eval/kinds --boxes my_boxes.csv
 """
 
 
@@ -48,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the report files")
     parser.add_argument("--body-part", metavar="P", nargs="+", action="extend",
                         help="only these body parts: wrist, XR_WRIST, ... (default: all)")
+    parser.add_argument("--boxes", metavar="PATH", default=None,
+                        help="box table (path,...,kind) for metrics per finding kind "
+                             "(default: ROOT/boxes.csv when it exists)")
     parser.add_argument("--calibrate", action="store_true",
                         help="fit temperature scaling on the validation subset before measuring")
     parser.add_argument("--threshold", default="checkpoint", metavar="T",
@@ -89,6 +99,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             num_workers=args.workers,
             progress=not args.quiet and sys.stderr.isatty(),
             device=args.device,
+            boxes=args.boxes,
         )
     except (CheckpointError, DataError, EvaluationError) as exc:
         raise CLIError(str(exc)) from exc
@@ -99,7 +110,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"image AUROC  {_with_ci(m['image'], 'auroc')}")
     print(f"{study['n']} studies, {m['image']['n']} images, threshold {m['threshold']:.3f} ({m['threshold_method']})"
           + (f", {m['skipped']['count']} unreadable skipped" if m["skipped"]["count"] else ""))
-    print(f"reports in {args.out}/ (per_body_part.md, metrics.json, figures)")
+    for kind, entry in (m.get("per_kind") or {}).items():
+        print(f"{kind}: study AUROC {_with_ci(entry['study'], 'auroc')}, kappa {_with_ci(entry['study'], 'kappa')}"
+              f" ({entry['n_positive_studies']} vs {entry['n_negative_studies']} normal studies)")
+    tables = "per_body_part.md, per_kind.md" if m.get("per_kind") else "per_body_part.md"
+    print(f"reports in {args.out}/ ({tables}, metrics.json, figures)")
     return 0
 
 
