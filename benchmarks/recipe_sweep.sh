@@ -25,7 +25,7 @@ WORKERS=${WORKERS:-$(nproc)}
 LIMIT_S=${LIMIT_S:-7200}
 XRAYLENS=${XRAYLENS:-xraylens}
 
-# name | dataset (realistic or easy) | config overrides on top of configs/demo_cpu.yaml
+# name | dataset (realistic or easy) | config overrides on top of configs/scratch_cpu.yaml
 RECIPES=(
   "mobilenet_v2-128-avg|realistic|model.name=mobilenet_v2 data.image_size=128"
   "mobilenet_v2-128-max|realistic|model.name=mobilenet_v2 data.image_size=128 model.pooling=max"
@@ -65,7 +65,7 @@ for recipe in "${RECIPES[@]}"; do
   IFS='|' read -r name difficulty overrides <<<"$recipe"
   [ -d "$WORK/runs/$name" ] && { echo "skip $name: $WORK/runs/$name exists"; continue; }
   # shellcheck disable=SC2086 # overrides are separate key=value words
-  (timeout "$LIMIT_S" $XRAYLENS train --data "$WORK/$difficulty" --out "$WORK/runs/$name" --config demo_cpu \
+  (timeout "$LIMIT_S" $XRAYLENS train --data "$WORK/$difficulty" --out "$WORK/runs/$name" --config scratch_cpu \
      --accelerator "$ACCELERATOR" --precision "$PRECISION" --quiet \
      --set train.epochs="$EPOCHS" train.early_stopping_patience=0 train.plateau_patience=4 data.num_workers=2 \
      $overrides >"$WORK/logs/train-$name.log" 2>&1

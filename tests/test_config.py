@@ -20,7 +20,7 @@ PRESETS = sorted(p.stem for p in preset_dir().glob("*.yaml"))
 
 
 def test_the_three_presets_ship() -> None:
-    assert {"demo_cpu", "mura_mobilenetv2", "mura_densenet169"} <= set(PRESETS)
+    assert {"demo_cpu", "scratch_cpu", "mura_mobilenetv2", "mura_densenet169"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -49,9 +49,16 @@ def test_seed_preset_freezes_then_finetunes() -> None:
 
 
 def test_demo_preset_needs_no_download_and_runs_on_cpu() -> None:
+    """ImageNet weights, but the offline packaged ones: no torchvision download, no --weights file."""
+    from xraylens.models import architecture
+
     cfg = load_config("demo_cpu")
-    assert not cfg.model.pretrained and cfg.model.weights_path is None
+    assert cfg.model.pretrained and cfg.model.weights_path is None
+    assert architecture(cfg.model.name).family in ("timm", "mil")  # offline weights, not torchvision's download
+    assert cfg.train.backbone == "cached" and cfg.explain.method == "saliency"
     assert cfg.train.accelerator == "cpu" and cfg.train.precision == "32-true"
+    scratch = load_config("scratch_cpu")
+    assert not scratch.model.pretrained and scratch.model.weights_path is None
 
 
 def test_unknown_key_in_yaml_is_an_error_naming_it(tmp_path: Path) -> None:
@@ -65,11 +72,11 @@ def test_unknown_section_and_unknown_override_are_errors() -> None:
     with pytest.raises(ConfigError, match="trian"):
         load_config(None, ["trian.epochs=3"])
     with pytest.raises(ConfigError, match=r"model\.nmae"):
-        load_config("demo_cpu", ["model.nmae=resnet18"])
+        load_config("scratch_cpu", ["model.nmae=resnet18"])
 
 
 def test_overrides_arrive_typed() -> None:
-    cfg = load_config("demo_cpu", ["train.epochs=3", "train.lr=0.01", "train.channels_last=false",
+    cfg = load_config("scratch_cpu", ["train.epochs=3", "train.lr=0.01", "train.channels_last=false",
                                    "data.body_parts=[XR_WRIST, XR_HAND]", "model.name=resnet18",
                                    "data.augment.rotation_degrees=10"])
     assert cfg.train.epochs == 3 and isinstance(cfg.train.epochs, int)
@@ -78,7 +85,7 @@ def test_overrides_arrive_typed() -> None:
     assert cfg.data.body_parts == ("XR_WRIST", "XR_HAND")
     assert cfg.model.name == "resnet18"
     assert cfg.data.augment.rotation_degrees == 10.0 and isinstance(cfg.data.augment.rotation_degrees, float)
-    assert load_config("demo_cpu").train.epochs != 3  # the preset itself is untouched
+    assert load_config("scratch_cpu").train.epochs != 3  # the preset itself is untouched
 
 
 @pytest.mark.parametrize("item", ["train.epochs=three", "train.channels_last=maybe", "train.epochs", "=3"])
@@ -88,7 +95,7 @@ def test_bad_overrides_are_errors(item: str) -> None:
 
 
 def test_missing_preset_lists_the_shipped_ones() -> None:
-    with pytest.raises(ConfigError, match="demo_cpu"):
+    with pytest.raises(ConfigError, match="scratch_cpu"):
         load_config("no_such_preset")
 
 
@@ -98,7 +105,7 @@ def test_train_cli_flags_land_in_the_config(tmp_path: Path) -> None:
     from xraylens.cli.train import _config
 
     args = build_parser().parse_args([
-        "train", "--data", str(tmp_path / "mura"), "--out", str(tmp_path / "run"), "--config", "demo_cpu",
+        "train", "--data", str(tmp_path / "mura"), "--out", str(tmp_path / "run"), "--config", "scratch_cpu",
         "--set", "train.epochs=2", "data.image_size=96", "--weights", "w.pth",
         "--accelerator", "gpu", "--devices", "8", "--num-nodes", "2", "--strategy", "ddp", "--precision", "bf16-mixed",
     ])
@@ -118,7 +125,7 @@ def test_resume_without_config_takes_the_checkpoints_config(tmp_path: Path) -> N
     from xraylens.cli.train import _config
     from xraylens.config import to_dict
 
-    trained = load_config("demo_cpu", ["model.name=resnet18", "data.image_size=96", f"data.root={tmp_path}"])
+    trained = load_config("scratch_cpu", ["model.name=resnet18", "data.image_size=96", f"data.root={tmp_path}"])
     checkpoint = tmp_path / "last.ckpt"
     torch.save({"xraylens": {"experiment": to_dict(trained)}, "optimizer_states": [], "state_dict": {}}, checkpoint)
     args = build_parser().parse_args(["train", "--out", str(tmp_path / "run"), "--resume", str(checkpoint),

@@ -11,7 +11,7 @@ Two tiny datasets, each built once per module:
   findings are 1-2 px lines at 128 px, too subtle to learn in seconds, so the
   tests on it check mechanics (checkpoints, freezing, DDP metrics), not accuracy.
 
-Configs are the shipped ``demo_cpu`` preset shrunk with overrides.
+Configs are the shipped ``scratch_cpu`` preset shrunk with overrides.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ SIZE = 48  # network input side
 
 
 def tiny_cfg(root: Path, *overrides: str) -> ExperimentConfig:
-    return load_config("demo_cpu", [
+    return load_config("scratch_cpu", [
         f"data.root={root}", f"data.image_size={SIZE}", "data.num_workers=0", "data.val_fraction=0.25",
         "model.name=resnet18", "train.batch_size=8", "train.lr=0.001", "train.log_every_n_steps=1",
         "train.early_stopping_patience=0", *overrides,
@@ -217,7 +217,7 @@ def test_unreadable_images_are_left_out_of_loss_and_metrics() -> None:
     from xraylens.models import create_model_from_config
     from xraylens.training import RadiographClassifier
 
-    cfg = load_config("demo_cpu", ["model.name=resnet18", "train.channels_last=false"])
+    cfg = load_config("scratch_cpu", ["model.name=resnet18", "train.channels_last=false"])
     weights = {"XR_WRIST": [0.25, 0.75]}
     module = RadiographClassifier(create_model_from_config(cfg.model), cfg, weights)
     module.eval()
@@ -267,7 +267,7 @@ def test_ddp_on_two_cpu_processes_via_the_cli(synth_root: Path, tmp_path: Path) 
     """Also: validation metrics are over every rank's images, exactly once each (no per-rank averages)."""
     run = tmp_path / "ddp"
     command = [
-        _xraylens(), "train", "--data", str(synth_root), "--out", str(run), "--config", "demo_cpu",
+        _xraylens(), "train", "--data", str(synth_root), "--out", str(run), "--config", "scratch_cpu",
         "--set", "train.epochs=1", f"data.image_size={SIZE}", "data.num_workers=0", "data.val_fraction=0.3",
         "model.name=resnet18", "train.batch_size=8", "train.limit_train_batches=3",
         "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--quiet",
@@ -316,7 +316,7 @@ def _single_process_validation(checkpoint: Path) -> tuple[float, float, int]:
 def test_cli_reports_weight_and_data_problems_in_one_line(blob_root: Path, tmp_path: Path, capsys) -> None:
     from xraylens.cli import main
 
-    code = main(["train", "--data", str(blob_root), "--out", str(tmp_path / "a"), "--config", "demo_cpu",
+    code = main(["train", "--data", str(blob_root), "--out", str(tmp_path / "a"), "--config", "scratch_cpu",
                  "--weights", str(tmp_path / "missing.pth"), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
