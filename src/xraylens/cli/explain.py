@@ -186,6 +186,7 @@ def _explain_eval(args: argparse.Namespace) -> int:
 
     from xraylens.cli import CLIError
     from xraylens.data.problems import DataError
+    from xraylens.explain.cams import methods_for
     from xraylens.explain.report import (
         DEFAULT_EVAL_METHODS,
         EvalSettings,
@@ -193,8 +194,6 @@ def _explain_eval(args: argparse.Namespace) -> int:
         evaluate_explanations,
     )
     from xraylens.models import CheckpointError, load_checkpoint
-
-    from xraylens.explain.cams import methods_for
 
     try:
         loaded = load_checkpoint(args.checkpoint)

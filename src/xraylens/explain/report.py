@@ -11,7 +11,6 @@ model-randomisation sanity check. Writes ``localization.json``,
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import time
 from collections.abc import Sequence
