@@ -189,6 +189,13 @@ def test_cached_features_flip_with_the_augmentation_and_keep_their_labels() -> N
     plain = FeatureSet(features, ok, labels, parts)[1]
     assert torch.equal(plain["features"], features[1].float())
     assert plain["label"] == 1.0 and plain["part"] == 2 and plain["ok"] is False
+    batch = FeatureSet(features, ok, labels, parts).__getitems__([1, 0])  # what the DataLoader asks for
+    assert torch.equal(batch["features"], features[[1, 0]].float())
+    assert batch["label"].tolist() == [1.0, 0.0] and batch["ok"].tolist() == [False, True]
+    assert batch["part"].tolist() == [2, 1] and batch["index"].tolist() == [1, 0]
+    mirrored = {bool(torch.equal(flipping.__getitems__([1])["features"][0], features[1].float().flip(-1)))
+                for _ in range(40)}
+    assert mirrored == {True, False}
     with pytest.raises(ValueError, match="one entry per image"):
         FeatureSet(features, ok[:1], labels, parts)
 

@@ -187,9 +187,13 @@ class RadiographDataModule(L.LightningDataModule):
                           hflip=hflip)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
-        # stored features are in this process's memory already: workers would only copy them
-        workers = 0 if self.feature_model is not None else self.cfg.data.num_workers
+        workers = self.cfg.data.num_workers
         on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        if self.feature_model is not None:
+            from xraylens.features import collate_batch
+
+            # stored features are in this process's memory already: workers would only copy them
+            workers, kwargs = 0, {**kwargs, "collate_fn": collate_batch}
         return DataLoader(dataset, batch_size=self.cfg.train.batch_size, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=on_gpu, **kwargs)
 
