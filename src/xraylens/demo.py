@@ -2,7 +2,8 @@
 
 It is the whole product in miniature and runs on a 2-core CPU in minutes, so a
 new user sees every output (history plot, metrics with CIs, figures, heatmaps,
-a localisation report) before touching real data. Each stage reuses what an
+a localisation report) before touching real data, gathered at the end into one
+page (``report.html``, :mod:`xraylens.demo_report`). Each stage reuses what an
 earlier run left in the output folder when its settings match, so a rerun after
 an interruption continues instead of starting over.
 """
@@ -48,6 +49,8 @@ class DemoResult:
     checkpoint: Path
     metrics: dict[str, Any]
     localization: dict[str, Any]
+    report_html: Path  # the page to open: every table and figure, self-contained
+    report_md: Path  # the same report as markdown, figures linked
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -74,6 +77,7 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> DemoResult:
     from xraylens.data.mura import index_dataset
     from xraylens.data.synthetic import generate
     from xraylens.data.synthetic.writer import is_finished
+    from xraylens.demo_report import report_paths, write_demo_report
     from xraylens.evaluation import evaluate
     from xraylens.explain.explanations import explain_images, items_from_table
     from xraylens.explain.report import EvalSettings, evaluate_explanations
@@ -134,6 +138,9 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> DemoResult:
         "study": {k: report.metrics["study"].get(k) for k in ("auroc", "kappa", "accuracy", "ci95")},
         "image": {k: report.metrics["image"].get(k) for k in ("auroc", "kappa", "accuracy", "ci95")},
         "localization_report": str(out / "explain_eval" / "report.md"),
+        "report_html": str(report_paths(out).html), "report_md": str(report_paths(out).markdown),
     })
+    # last: the report reads every file above, the summary's timings included
+    written = write_demo_report(out)
     return DemoResult(out=out, checkpoint=best, metrics=report.metrics, localization=localization,
-                      timings=durations)
+                      report_html=written.html, report_md=written.markdown, timings=durations)

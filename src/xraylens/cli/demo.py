@@ -8,6 +8,7 @@ from xraylens.cli.arguments import finding_kinds
 
 _EPILOG = """\
 what it writes (under --out, default xraylens_demo/):
+  report.html    everything below on one self-contained page (report.md: the same in markdown)
   data/          synthetic MURA-v1.1 tree, boxes.csv (ground truth), synth_manifest.json
   run/           config.yaml, metrics.csv, training_history.png, checkpoints/{best,last}.ckpt
   eval/          metrics.json, per_body_part.md, predictions, roc/confusion/reliability/sample figures
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from xraylens.cli import CLIError
     from xraylens.config import ConfigError
     from xraylens.demo import DemoSettings, run_demo
+    from xraylens.demo_report import key_numbers
 
     overrides = (["train.epochs=2"] if args.fast else []) + list(args.overrides)
     small = args.fast or args.quick
@@ -87,24 +89,12 @@ def run(args: argparse.Namespace) -> int:
         result = run_demo(settings, progress=not args.no_progress)
     except (ConfigError, FileExistsError) as exc:
         raise CLIError(str(exc)) from exc
-    study, image = result.metrics["study"], result.metrics["image"]
-
-    def ci(section: dict, key: str) -> str:
-        lo, hi = (section.get("ci95") or {}).get(key) or (None, None)
-        return f" [95% CI {lo:.3f}-{hi:.3f}]" if lo is not None and hi is not None else ""
-
-    def num(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.3f}"
-
     print()
     print(f"demo finished in {sum(result.timings.values()):.0f} s -> {result.out}/")
-    print(f"  study-level AUROC {num(study.get('auroc'))}{ci(study, 'auroc')}, "
-          f"Cohen's kappa {num(study.get('kappa'))}{ci(study, 'kappa')}")
-    print(f"  image-level AUROC {num(image.get('auroc'))}{ci(image, 'auroc')}")
-    print(f"  checkpoint:   {result.checkpoint}")
-    print(f"  evaluation:   {result.out / 'eval' / 'per_body_part.md'}")
-    print(f"  localisation: {result.out / 'explain_eval' / 'report.md'}")
-    print(f"  heatmaps:     {result.out / 'heatmaps'}")
-    print(f"  try:          xraylens serve {result.checkpoint}")
+    for line in key_numbers(result.metrics, result.localization):
+        print(f"  {line}")
+    print(f"  report:     {result.report_html}  (markdown: {result.report_md})")
+    print(f"  checkpoint: {result.checkpoint}")
+    print(f"  try next:   xraylens serve {result.checkpoint}")
     print("research software, not a medical device.")
     return 0

@@ -271,7 +271,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def _loc_row(method: str, s: dict[str, Any]) -> list[str]:
+def localization_row(method: str, s: dict[str, Any]) -> list[str]:
+    """One method's localisation summary as the cells of ``LOC_HEADER`` (shared with the demo report)."""
     if not s.get("n"):
         return [method, "0"] + ["–"] * 8
     lo, hi = s["pointing_game_ci95"]
@@ -320,7 +321,7 @@ def render_report(results: dict[str, Any]) -> str:
     for kind in ["all", "true_positives", *results["kinds"]]:
         title = {"all": "All findings", "true_positives": "Images the classifier calls abnormal"}.get(kind, kind)
         parts += [f"## Localisation: {title}", "",
-                  _table(LOC_HEADER, [_loc_row(m, by_kind.get(kind, {})) for m, by_kind in loc.items()]), ""]
+                  _table(LOC_HEADER, [localization_row(m, by_kind.get(kind, {})) for m, by_kind in loc.items()]), ""]
     steps = max((len(r["steps"]) for r in sanity.values()), default=0)
     if sanity and steps:
         names = next(r["steps"] for r in sanity.values() if len(r["steps"]) == steps)
