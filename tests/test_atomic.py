@@ -27,3 +27,15 @@ def test_json_refuses_nan(tmp_path):
     with pytest.raises(ValueError):
         atomic_write_json(tmp_path / "x.json", {"auroc": float("nan")})
     assert not (tmp_path / "x.json").exists()
+
+
+def test_written_files_get_the_mode_a_plain_open_would_give(tmp_path):
+    import os
+    import stat
+
+    from xraylens.atomic import atomic_write_text
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    written = atomic_write_text(tmp_path / "report.html", "<html></html>")
+    assert stat.S_IMODE(os.stat(written).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)

@@ -28,10 +28,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 less the umask),
+        # so reports and checkpoints can be shared like any other file
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    current = os.umask(0)  # the only portable way to read it is to set it
+    os.umask(current)
+    return current
 
 
 def atomic_write_with(path: str | Path, writer: Callable[[IO[bytes]], Any]) -> Path:
