@@ -82,7 +82,7 @@ def _usable_cache(cfg: ExperimentConfig, root: Path, table: pd.DataFrame) -> Squ
     size = cfg.data.image_size
     cache = find_cache(cfg.data.cache, root, size)
     if cache is None:
-        if cfg.data.cache == "auto":
+        if cfg.data.cache == "auto" and cfg.train.backbone != "cached":  # cached: every image is read once
             log.info("no %dpx cache under %s: decoding images on the fly (faster epochs: "
                      "`xraylens data cache %s --size %d`)", size, root, root, size)
         return None
