@@ -1,0 +1,148 @@
+"""Exploration behind the README's "What learns" rows: frozen ImageNet EfficientNet-Lite0 features at
+native resolution + a small trainable MIL head, swept quickly in plain torch (no Lightning, no checkpoints).
+
+    python benchmarks/explore_frozen_mil.py DATA SIZE LAYER POOLS [bf16] [hN] [kF] [eN]
+
+DATA is a synthetic dataset (`xraylens data synth`, it needs boxes.csv), SIZE the letterbox side,
+LAYER where the backbone is cut (b4 = blocks.4, stride 16, what mil_efficientnet_lite0 uses; b5, b6 or
+head for stride 32), POOLS a comma list of topk,lse,max,avg,attn (gated attention MIL, Ilse et al.
+2018). Options: bf16 (extract the training features under bf16 autocast, evaluate on fp32 ones), hN
+(hidden width, default 128), kF (top-k fraction, default 0.02), eN (epochs, default 30). Features are
+stored in ./feats_*.pt and reused. Prints one JSON line per pooling: image AUROC on train and on the
+patient-grouped validation split, and study AUROC on the `valid` split overall and per finding kind
+(that kind's abnormal studies against all normal ones). The package's own recipe is the same head
+(xraylens.models.mil) trained by `xraylens train --config demo_cpu`.
+"""
+import json
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from xraylens.data.images import read_image
+from xraylens.data.mura import index_dataset
+from xraylens.data.preprocess import letterbox
+from xraylens.data.splits import split_train_val
+from xraylens.models.timm_nets import timm_backbone
+
+torch.set_num_threads(2)
+root, size, layer = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+BF16 = "bf16" in sys.argv[5:] if len(sys.argv) > 5 else False
+HIDDEN = int(next((a[1:] for a in sys.argv[5:] if a.startswith("h")), 128))
+FRAC = float(next((a[1:] for a in sys.argv[5:] if a.startswith("k")), 0.02))
+EPOCHS = int(next((a[1:] for a in sys.argv[5:] if a.startswith("e")), 30))
+tag = f"{root.strip('/').split('/')[-1]}_{size}_{layer}"
+feat_file = f"feats_{tag}{'_bf16' if BF16 else ''}.pt"
+
+idx = index_dataset(root, splits=("train", "valid"), progress=False).table
+boxes = pd.read_csv(f"{root}/boxes.csv")
+kinds_per_study = boxes.assign(study_path=boxes.path.str.rsplit("/", n=1).str[0] + "/").groupby("study_path")["kind"].apply(set)
+
+def build():
+    return timm_backbone("tf_efficientnet_lite0", pretrained=True).eval()  # packaged weights, checksum verified
+
+def trunk(m, x):
+    x = m.bn1(m.conv_stem(x))
+    n = int(layer[1:]) if layer.startswith("b") else 6
+    for i in range(n + 1):
+        x = m.blocks[i](x)
+    if layer == "head":
+        x = m.bn2(m.conv_head(x))
+    return x
+
+try:
+    feats = torch.load(feat_file)
+except FileNotFoundError:
+    m = build().to(memory_format=torch.channels_last)
+    out = []
+    t0 = time.time()
+    files = idx["file"].tolist()
+    with torch.inference_mode():
+        for i in range(0, len(files), 16):
+            sq = [letterbox(read_image(f), size)[0] for f in files[i:i+16]]
+            x = torch.from_numpy(np.stack(sq))[:, None].expand(-1, 3, -1, -1)
+            x = ((x - 0.5) / 0.5).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
+                out.append(trunk(m, x).half())
+    feats = torch.cat(out)
+    print(f"extracted {feats.shape} in {time.time()-t0:.0f}s", flush=True)
+    torch.save(feats, feat_file)
+
+table = split_train_val(idx[idx.split == "train"], 0.15, 0)
+idx = idx.reset_index(drop=True)
+sub = pd.Series("test", index=idx.index)
+sub[idx.split == "train"] = table["subset"].to_numpy()
+labels = torch.tensor(idx["label"].to_numpy(), dtype=torch.float32)
+tr, va, te = [np.flatnonzero(sub.to_numpy() == s) for s in ("train", "val", "test")]
+C = feats.shape[1]
+
+class Head(nn.Module):
+    def __init__(self, pool, hidden=128, k=0.02):
+        super().__init__()
+        self.inst = nn.Sequential(nn.Conv2d(C, hidden, 1), nn.ReLU(), nn.Dropout2d(0.1), nn.Conv2d(hidden, 1, 1))
+        self.pool, self.k = pool, k
+        if pool == "attn":
+            self.V = nn.Conv2d(C, hidden, 1)
+            self.U = nn.Conv2d(C, hidden, 1)
+            self.w = nn.Conv2d(hidden, 1, 1)
+    def forward(self, f):
+        s = self.inst(f).flatten(1)  # (B, HW)
+        if self.pool == "lse":
+            r = 5.0
+            return (torch.logsumexp(r * s, 1) - np.log(s.shape[1])) / r
+        if self.pool == "topk":
+            k = max(1, int(self.k * s.shape[1]))
+            return s.topk(k, dim=1).values.mean(1)
+        if self.pool == "max":
+            return s.amax(1)
+        if self.pool == "avg":
+            return s.mean(1)
+        a = self.w(torch.tanh(self.V(f)) * torch.sigmoid(self.U(f))).flatten(1).softmax(1)
+        return (a * s).sum(1)
+
+def run(pool, epochs=EPOCHS, lr=1e-3, wd=1e-4, hidden=HIDDEN, flip=True, seed=0):
+    torch.manual_seed(seed)
+    h = Head(pool, hidden, FRAC)
+    opt = torch.optim.AdamW(h.parameters(), lr=lr, weight_decay=wd)
+    steps = epochs * int(np.ceil(len(tr) / 32))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    pos = labels[tr].mean()
+    t0 = time.time()
+    for ep in range(epochs):
+        h.train()
+        perm = np.random.default_rng(seed + ep).permutation(tr)
+        tot = 0
+        for i in range(0, len(perm), 32):
+            b = perm[i:i+32]
+            f = feats[b].float()
+            if flip and np.random.rand() < 0.5:
+                f = f.flip(-1)
+            loss = F.binary_cross_entropy_with_logits(h(f), labels[b], pos_weight=(1 - pos) / pos)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += loss.item() * len(b)
+    h.eval()
+    evalf = torch.load(feat_file.replace("_bf16", "")) if BF16 else feats
+    with torch.no_grad():
+        p = torch.cat([torch.sigmoid(h(evalf[i:i+64].float())) for i in range(0, len(idx), 64)]).numpy()
+    res = {"pool": pool, "bf16": BF16, "hidden": hidden, "k": FRAC, "epochs": epochs, "train_loss": round(tot / len(tr), 3), "secs": round(time.time() - t0)}
+    for name, rows in (("train", tr), ("val", va)):
+        res[f"{name}_img_auc"] = round(roc_auc_score(labels[rows], p[rows]), 3)
+    t = idx.iloc[te].assign(p=p[te]).groupby("study_path").agg(p=("p", "mean"), label=("label", "first"))
+    res["test_study_auc"] = round(roc_auc_score(t.label, t.p), 3)
+    for kind in ("fracture", "hardware", "lesion"):
+        has = np.array([kind in kinds_per_study.get(s, set()) for s in t.index])
+        sel = (t.label == 0) | has
+        if has.sum():
+            res[kind] = round(roc_auc_score(t.label[sel], t.p[sel]), 3)
+    print(json.dumps(res), flush=True)
+
+for pool in sys.argv[4].split(","):
+    run(pool)
