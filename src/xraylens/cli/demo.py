@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         config=args.config,
         overrides=tuple(overrides),
         workers=args.workers,
-        explain_limit=40 if small else 120,
+        explain_limit=30 if small else 60,
         explain_images=8 if small else 16,
         bootstrap=200 if small else 1000,
     )
@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         result = run_demo(settings, progress=not args.no_progress)
     except (ConfigError, FileExistsError) as exc:
         raise CLIError(str(exc)) from exc
+    if result.fallback:
+        print(f"note: {result.fallback}")
     print()
     print(f"demo finished in {sum(result.timings.values()):.0f} s -> {result.out}/")
     for line in key_numbers(result.metrics, result.localization):
