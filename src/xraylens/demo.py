@@ -55,6 +55,7 @@ class DemoResult:
     report_html: Path  # the page to open: every table and figure, self-contained
     report_md: Path  # the same report as markdown, figures linked
     timings: dict[str, float] = field(default_factory=dict)
+    fallback: str | None = None  # why the demo ran another recipe than asked (no ImageNet weights)
 
 
 FALLBACK_CONFIG = "scratch_cpu"
