@@ -42,6 +42,9 @@ class DemoSettings:
     # the model's own map against the two gradient CAMs that pass the sanity check; every method at
     # 512 px costs a forward + backward per image, so the full set is `xraylens explain-eval` (README)
     explain_methods: tuple[str, ...] = ("saliency", "gradcam", "hirescam")
+    # deletion/insertion curves cost ~20 forward passes per image and method at 512 px: the dearest part
+    faithfulness_images: int = 4
+    sanity_images: int = 4
     explain_images: int = 16  # test images explained into heatmaps/
     bootstrap: int = 1000
 
@@ -150,7 +153,8 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> DemoResult:
     loaded = load_checkpoint(best)
     localization = evaluate_explanations(
         loaded, out / "data", out / "data" / "boxes.csv", out / "explain_eval",
-        EvalSettings(limit=settings.explain_limit, faithfulness_images=8, sanity_images=4,
+        EvalSettings(limit=settings.explain_limit, faithfulness_images=settings.faithfulness_images,
+                     sanity_images=settings.sanity_images,
                      methods=methods_for(loaded.meta.model.name, settings.explain_methods)),
         split="valid", progress=progress)
 

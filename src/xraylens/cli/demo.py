@@ -53,8 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="override a config key, e.g. --set train.epochs=4 (repeatable)")
     parser.add_argument("--workers", type=int, default=2, help="processes for data generation (default 2)")
     parser.add_argument("--quick", action="store_true",
-                        help="a first look in about 2 minutes: 120 patients, fewer explained images, 200 "
-                        "bootstrap samples (weaker numbers; README)")
+                        help="a first look in about 2 minutes: 120 patients, 30 images scored for localisation, "
+                        "no deletion/insertion curves, 200 bootstrap samples (weaker numbers; README)")
     parser.add_argument("--fast", action="store_true",
                         help="smoke run for tests: 60 patients, 2 epochs, fewer explained images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         overrides=tuple(overrides),
         workers=args.workers,
         explain_limit=30 if small else 60,
+        faithfulness_images=0 if small else 4,
+        sanity_images=2 if small else 4,
         explain_images=8 if small else 16,
         bootstrap=200 if small else 1000,
     )
