@@ -105,3 +105,14 @@ def test_summary_of_synth_output_reports_the_exact_generated_counts(tmp_path, ca
     assert kinds.count("hidden_file") == manifest["junk_files"]
     with pytest.raises(SystemExit):
         main(["data", "synth", str(tmp_path / "other"), "--patients", "0"])
+
+
+def test_data_synth_quiet_prints_no_progress_bar(tmp_path: Path, capsys) -> None:
+    from xraylens.cli import main
+
+    args = ["data", "synth", str(tmp_path / "loud"), "--patients", "3", "--max-side", "64"]
+    assert main(args) == 0
+    assert "synthetic studies" in capsys.readouterr().err
+    assert main(["data", "synth", str(tmp_path / "quiet"), "--patients", "3", "--max-side", "64", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "synthetic studies" not in captured.err and "wrote synthetic MURA" in captured.out

@@ -135,6 +135,7 @@ def _register_synth(commands: argparse._SubParsersAction) -> None:
         help="comma-separated kinds drawn in abnormal studies: fracture, hardware, lesion "
         "(default: all three). hardware alone is what a from-scratch CPU model learns in minutes",
     )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_synth)
 
 
@@ -183,7 +184,7 @@ def _synth(args: argparse.Namespace) -> int:
             max_side=args.max_side,
             seed=args.seed,
             workers=args.workers,
-            progress=True,
+            progress=not args.quiet,
             difficulty=args.difficulty,
             findings=args.findings,
         )
