@@ -107,7 +107,7 @@ def test_summary_of_synth_output_reports_the_exact_generated_counts(tmp_path, ca
         main(["data", "synth", str(tmp_path / "other"), "--patients", "0"])
 
 
-def test_data_synth_quiet_prints_no_progress_bar(tmp_path: Path, capsys) -> None:
+def test_data_synth_quiet_prints_no_progress_bar(tmp_path, capsys) -> None:
     from xraylens.cli import main
 
     args = ["data", "synth", str(tmp_path / "loud"), "--patients", "3", "--max-side", "64"]
