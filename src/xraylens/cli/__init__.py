@@ -29,7 +29,7 @@ _COMMAND_MODULES = (
 _EPILOG = """\
 typical session:
   xraylens demo --out xraylens_demo            # synth data -> train -> evaluate -> explain, on CPU
-  xraylens data synth data/synth --patients 200
+  xraylens data synth data/synth --patients 200 --difficulty easy
   xraylens data summary data/synth
   xraylens train --data data/synth --out runs/demo --config demo_cpu
   xraylens evaluate runs/demo/checkpoints/best.ckpt --data data/synth --out runs/demo/eval
