@@ -174,6 +174,8 @@ def test_incompatible_recipes_are_refused_before_any_data_is_read(tmp_path: Path
         fit(_cfg(nowhere, "train.freeze_backbone_epochs=1"), tmp_path / "b", progress=False)
     with pytest.raises(ConfigError, match="train.backbone"):
         fit(_cfg(nowhere, "train.backbone=sometimes"), tmp_path / "c", progress=False)
+    with pytest.raises(ConfigError, match="train.feature_precision"):
+        fit(_cfg(nowhere, "train.feature_precision=fp8"), tmp_path / "d", progress=False)
     assert not (tmp_path / "a").exists()
 
 
@@ -221,3 +223,30 @@ def test_cached_recipe_resumes_an_interrupted_run_and_refuses_to_stretch_its_sch
     longer = _cfg(blob_root, "train.epochs=4", "train.backbone=cached")
     with pytest.raises(ConfigError, match="onecycle"):
         fit(longer, copy, resume=copy / "checkpoints" / "last.ckpt", progress=False)
+
+
+def test_bf16_features_are_close_to_fp32_ones_and_unknown_precisions_are_refused() -> None:
+    from torch.utils.data import Dataset
+
+    from xraylens.features import compute_features
+
+    class Images(Dataset):
+        def __init__(self) -> None:
+            self.x = torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+        def __len__(self) -> int:
+            return len(self.x)
+
+        def __getitem__(self, i: int) -> dict:
+            return {"image": self.x[i], "ok": True}
+
+    torch.manual_seed(0)
+    model = create_model("mil_efficientnet_lite0").eval()
+    full, ok = compute_features(model, Images(), progress=False)
+    half, _ = compute_features(model, Images(), progress=False, precision="bf16")
+    assert full.dtype == half.dtype == torch.float16 and ok.all()
+    assert not torch.equal(full, half)  # bf16 really ran
+    error = (full.float() - half.float()).norm() / full.float().norm()
+    assert error < 0.05, error
+    with pytest.raises(ValueError, match="bf16"):
+        compute_features(model, Images(), progress=False, precision="fp8")

@@ -180,6 +180,7 @@ class RadiographDataModule(L.LightningDataModule):
         features, ok = compute_features(self.feature_model, images, batch_size=self.cfg.train.batch_size,
                                         num_workers=self.cfg.data.num_workers, device=device,
                                         channels_last=self.cfg.train.channels_last, progress=progress,
+                                        precision=self.cfg.train.feature_precision,
                                         desc=f"frozen features ({name})")
         log.info("computed frozen features for %d %s images: %s float16", len(features), name,
                  tuple(features.shape[1:]))

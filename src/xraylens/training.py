@@ -275,6 +275,11 @@ def check_train_settings(cfg: ExperimentConfig) -> None:
                                 ("train.schedule", t.schedule, SCHEDULES)):
         if value not in allowed:
             raise ConfigError(f"{key}={value!r}; choose one of {', '.join(allowed)}")
+    from xraylens.features import FEATURE_PRECISIONS
+
+    if t.feature_precision not in FEATURE_PRECISIONS:
+        raise ConfigError(f"train.feature_precision={t.feature_precision!r}; choose one of "
+                          f"{', '.join(FEATURE_PRECISIONS)}")
     if t.accumulate_grad_batches < 1:
         raise ConfigError(f"train.accumulate_grad_batches must be >= 1, got {t.accumulate_grad_batches}")
     if not 0.0 < t.warmup_fraction < 1.0:
