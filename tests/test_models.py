@@ -108,3 +108,12 @@ def test_pooling_survives_a_checkpoint_round_trip(tmp_path) -> None:
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), model(x))
+
+
+def test_the_registry_says_which_models_split_into_features_and_a_head() -> None:
+    """What train.backbone=cached relies on, answered without building a network."""
+    from xraylens.models import has_feature_split
+
+    for name in MODEL_NAMES:
+        model = create_model(name)
+        assert has_feature_split(name) == callable(getattr(model, "classify_features", None)), name

@@ -291,13 +291,9 @@ def check_train_settings(cfg: ExperimentConfig) -> None:
     if t.backbone != "finetune" and t.freeze_backbone_epochs > 0:
         raise ConfigError(f"train.backbone={t.backbone} keeps the backbone frozen for the whole run; "
                           "train.freeze_backbone_epochs applies to train.backbone=finetune only")
-    if t.backbone == "cached":
-        from xraylens.models import create_model
-
-        probe = create_model(cfg.model.name, in_channels=cfg.model.in_channels)
-        if not has_feature_split(probe):
-            raise ConfigError(f"train.backbone=cached needs a model that splits into features and a head "
-                              f"(the mil_* models); {cfg.model.name} does not. Use train.backbone=frozen.")
+    if t.backbone == "cached" and not has_feature_split(cfg.model.name):
+        raise ConfigError(f"train.backbone=cached needs a model that splits into features and a head "
+                          f"(the mil_* models); {cfg.model.name} does not. Use train.backbone=frozen.")
 
 
 def _check_fresh(run_dir: Path) -> None:

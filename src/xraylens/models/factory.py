@@ -93,6 +93,10 @@ def backbone_parameters(model: nn.Module, name: str) -> list[nn.Parameter]:
     return [p for p in model.parameters() if id(p) not in head_ids]
 
 
-def has_feature_split(model: nn.Module) -> bool:
-    """Whether the model computes ``classify_features(features(x))``, so frozen features can be cached."""
-    return callable(getattr(model, "features", None)) and callable(getattr(model, "classify_features", None))
+def has_feature_split(name: str) -> bool:
+    """Whether model ``name`` computes ``classify_features(features(x))``, so frozen features can be cached.
+
+    Answered from the registry (the MIL builder is the one that returns such a model), so a config can be
+    checked without building a network.
+    """
+    return architecture(name).family == "mil"
