@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xraylens.data.images import DEFAULT_MAX_PIXELS, ImageReadError
+from xraylens.data.image_errors import DEFAULT_MAX_PIXELS, ImageReadError
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset

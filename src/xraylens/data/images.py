@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_MAX_PIXELS = 50_000_000  # largest MURA image is ~ 5 MP; 50 MP leaves room for big DR detectors
+from xraylens.data.image_errors import DEFAULT_MAX_PIXELS, ImageReadError
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -28,10 +28,6 @@ _DICOM_OFFSET = 128
 _DICOM_MAGIC = b"DICM"
 _PIL_FORMATS = ("PNG", "JPEG")
 _DICOM_HINT = "DICOM support needs the dicom extra: pip install 'xraylens[dicom]'"
-
-
-class ImageReadError(ValueError):
-    """A file that cannot be read as a radiograph; the message names the file, the problem and the fix."""
 
 
 # ---------------------------------------------------------------- sniffing
