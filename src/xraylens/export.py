@@ -30,7 +30,8 @@ import numpy as np
 
 from xraylens.data.images import DEFAULT_MAX_PIXELS
 from xraylens.data.preprocess import letterbox, normalize
-from xraylens.inference import ModelCard, Predictor
+from xraylens.inference.model_card import ModelCard
+from xraylens.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ class _LazyTorchCams:
     def _load(self) -> Any:
         with self._lock:
             if self._engine is None:
-                from xraylens.inference import TorchEngine
+                from xraylens.inference.engines import TorchEngine
                 from xraylens.models import load_checkpoint
 
                 log.info("heatmaps come from the torch checkpoint %s (ONNX Runtime has no gradients)",

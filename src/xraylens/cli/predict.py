@@ -50,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from xraylens.cli import CLIError
-    from xraylens.inference import Predictor, collect_inputs, write_predictions
+    from xraylens.inference.inputs import collect_inputs
+    from xraylens.inference.outputs import write_predictions
+    from xraylens.inference.predictor import Predictor
     from xraylens.models import CheckpointError
 
     if args.batch_size < 1:

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CLIError(f"the web app needs FastAPI and uvicorn: pip install 'xraylens[app]' ({exc})") from exc
     from xraylens.data.images import DEFAULT_MAX_PIXELS
-    from xraylens.inference import Predictor
+    from xraylens.inference.predictor import Predictor
     from xraylens.models import CheckpointError
 
     if not 0 < args.max_upload_mb <= 1024:

@@ -25,7 +25,7 @@ import numpy as np
 
 from xraylens._version import __version__
 from xraylens.data.images import DEFAULT_MAX_PIXELS, ImageReadError, read_image, sniff_kind
-from xraylens.inference import Predictor
+from xraylens.inference.predictor import Predictor
 
 STATIC_DIR = Path(__file__).with_name("static")
 DISPLAY_MAX_SIDE = 1024  # images sent back to the page are at most this long; boxes stay in original pixels

@@ -1,0 +1,58 @@
+"""Engines: what turns a normalised (B, C, S, S) float32 batch into logits (and, for torch, heatmaps).
+
+A :class:`~xraylens.inference.predictor.Predictor` holds an engine rather than
+a network, so the same preprocessing and decision rule serve torch and ONNX
+Runtime (``OnnxEngine`` in :mod:`xraylens.export`, which runs without torch).
+
+Thread safety: a Predictor is built once and shared by server requests. The
+torch model is used under one lock: CAM methods register hooks on the model
+and freeze its parameters, so an unlocked forward pass in another thread would
+feed its activations into someone else's heatmap. On a CPU, torch already uses
+every core inside one forward pass, so serialising costs little.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Engine(Protocol):
+    name: str
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """(B, C, S, S) float32 normalised -> (B,) float64 logits."""
+
+    def cams(self, batch: np.ndarray, *, method: str, target: str, layer: str | None = None) -> np.ndarray:
+        """(B, C, S, S) -> (B, S, S) float32 heatmaps in [0, 1]; ``layer`` None = the architecture's default."""
+
+
+class TorchEngine:
+    """A checkpoint's network in eval mode, loaded once; every use is under one lock (see module doc)."""
+
+    name = "torch"
+
+    def __init__(self, model: Any, architecture: str, device: str = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.architecture = architecture
+        self.device = device
+        self._lock = threading.Lock()
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with self._lock, torch.inference_mode():
+            out = self.model(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+        return out.reshape(-1).double().cpu().numpy()
+
+    def cams(self, batch: np.ndarray, *, method: str, target: str, layer: str | None = None) -> np.ndarray:
+        import torch
+
+        from xraylens.explain.cams import compute_cams
+
+        with self._lock:
+            return compute_cams(self.model, self.architecture, torch.from_numpy(np.ascontiguousarray(batch)),
+                                method=method, target=target, layer=layer)
+
