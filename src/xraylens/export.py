@@ -1,4 +1,4 @@
-"""ONNX export with a parity check, and the ONNX Runtime engine behind ``--engine onnx``.
+"""ONNX export with a parity check: one self-describing ``.onnx`` file per checkpoint.
 
 The exported graph takes the normalised (B, C, S, S) float32 batch (B is
 dynamic) and returns two (B, 1) outputs: ``logit`` and the calibrated
@@ -12,9 +12,12 @@ One file: weights are embedded (``external_data=False``). Our largest network
 (DenseNet-169) is ~50 MB, far below protobuf's 2 GB limit, and a single file
 cannot lose its ``.onnx.data`` sibling on the way to a deployment machine.
 
-Runtime: :class:`OnnxPredictor` needs onnxruntime, numpy, OpenCV and Pillow
-but not torch; torch is imported only for heatmaps (ONNX Runtime has no
-gradients), which come from the checkpoint kept next to the ``.onnx``.
+Runtime: the file is read back by :mod:`xraylens.inference.onnx_runtime` and
+:class:`~xraylens.inference.predictor.OnnxPredictor`, which need onnxruntime,
+numpy, OpenCV and Pillow but not torch; torch is imported only for heatmaps
+(ONNX Runtime has no gradients), which come from the checkpoint kept next to
+the ``.onnx``. They live on the prediction side so that prediction never
+imports the exporter; their names are still importable from here.
 """
 
 from __future__ import annotations
@@ -28,16 +31,27 @@ from typing import Any
 
 import numpy as np
 
-from xraylens.data.images import DEFAULT_MAX_PIXELS
 from xraylens.data.preprocess import letterbox, normalize
 from xraylens.inference.model_card import ModelCard
-from xraylens.inference.predictor import Predictor
+from xraylens.inference.onnx_runtime import (
+    INPUT_NAME,
+    LOGIT_NAME,
+    METADATA_KEY,
+    ONNX_HINT,
+    PROBABILITY_NAME,
+    OnnxEngine,
+    default_onnx_path,
+    inference_session,
+    read_card,
+)
+from xraylens.inference.predictor import OnnxPredictor
+
+__all__ = [
+    "INPUT_NAME", "LOGIT_NAME", "METADATA_KEY", "PROBABILITY_NAME", "ExportResult", "OnnxEngine", "OnnxPredictor",
+    "default_onnx_path", "export_onnx", "parity_inputs", "read_card", "synthetic_radiograph",
+]
 
 log = logging.getLogger(__name__)
-
-METADATA_KEY = "xraylens"
-INPUT_NAME, LOGIT_NAME, PROBABILITY_NAME = "image", "logit", "probability"
-_ONNX_HINT = "pip install 'xraylens[onnx]'"
 
 
 @dataclass(frozen=True)
@@ -51,19 +65,6 @@ class ExportResult:
     @property
     def passed(self) -> bool:
         return self.n_checked == 0 or self.max_abs_diff <= self.tolerance
-
-
-def default_onnx_path(checkpoint: str | Path) -> Path:
-    """``runs/x/best.ckpt`` -> ``runs/x/best.onnx``: where ``--engine onnx`` looks for it."""
-    return Path(checkpoint).with_suffix(".onnx")
-
-
-def _onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise ImportError(f"ONNX Runtime is not installed: {_ONNX_HINT}") from exc
-    return onnxruntime
 
 
 # ---------------------------------------------------------------- export
@@ -87,7 +88,7 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path | None = None, *, o
     try:
         import onnxscript  # noqa: F401 - the dynamo exporter needs it; fail early with the extra named
     except ImportError as exc:
-        raise ImportError(f"ONNX export needs onnx and onnxscript: {_ONNX_HINT}") from exc
+        raise ImportError(f"ONNX export needs onnx and onnxscript: {ONNX_HINT}") from exc
 
     loaded = load_checkpoint(checkpoint)
     card = ModelCard.from_meta(loaded.meta)
@@ -112,7 +113,7 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path | None = None, *, o
     batch = parity_inputs(card, images, seed=seed)
     with torch.inference_mode():
         logit_t, prob_t = (t.numpy() for t in wrapped(torch.from_numpy(batch)))
-    session = _session(out, "cpu")
+    session = inference_session(out, "cpu")
     logit_o, prob_o = session.run([LOGIT_NAME, PROBABILITY_NAME], {INPUT_NAME: batch})
     single = session.run([PROBABILITY_NAME], {INPUT_NAME: batch[:1]})[0]  # the batch axis really is dynamic
     diff_p = max(float(np.abs(prob_o - prob_t).max()), float(np.abs(single - prob_t[:1]).max()))
@@ -136,7 +137,6 @@ def _exported_module(net: Any, temperature: float) -> Any:
             return logit, torch.sigmoid(logit / self.temperature)
 
     return Exported()
-
 
 
 def _metadata(card: ModelCard) -> dict[str, str]:
@@ -168,104 +168,3 @@ def synthetic_radiograph(rng: np.random.Generator, height: int, width: int) -> n
     image = 0.1 + 0.55 * (r < 1) + 0.25 * ((r > 0.7) & (r < 1))
     image += rng.normal(0, 0.04, size=image.shape)
     return np.clip(image, 0, 1).astype(np.float32)
-
-
-# ---------------------------------------------------------------- runtime
-
-
-def _session(path: Path, device: str) -> Any:
-    ort = _onnxruntime()
-    providers = ["CPUExecutionProvider"]
-    if device.startswith("cuda"):
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ValueError(f"device {device!r}: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        return ort.InferenceSession(str(path), providers=providers)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise ValueError(f"{path}: cannot be loaded by ONNX Runtime ({exc}); re-export it with xraylens export") from exc
-
-
-def read_card(session_or_path: Any) -> ModelCard:
-    """The :class:`ModelCard` stored by :func:`export_onnx` in an ONNX file's metadata."""
-    session = session_or_path if hasattr(session_or_path, "get_modelmeta") else _session(Path(session_or_path), "cpu")
-    props = session.get_modelmeta().custom_metadata_map
-    if METADATA_KEY not in props:
-        raise ValueError("ONNX model has no xraylens metadata (was it written by `xraylens export`?); "
-                         "xraylens needs it for the preprocessing and threshold")
-    return ModelCard.from_dict(json.loads(props[METADATA_KEY]))
-
-
-class OnnxEngine:
-    """An ONNX Runtime session (thread-safe ``run``; no lock needed)."""
-
-    name = "onnx"
-
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
-        self.path = Path(path)
-        self.session = _session(self.path, device)
-
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        (logit,) = self.session.run([LOGIT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})
-        return logit.reshape(-1).astype(np.float64)
-
-    def cams(self, batch: np.ndarray, *, method: str, target: str, layer: str | None = None) -> np.ndarray:
-        raise NotImplementedError("ONNX Runtime computes no gradients; heatmaps come from the torch engine")
-
-
-class OnnxPredictor(Predictor):
-    """A :class:`Predictor` whose probabilities come from ONNX Runtime (no torch needed for them)."""
-
-    @classmethod
-    def open(cls, path: str | Path, *, device: str = "cpu", method: str | None = None,
-             max_pixels: int = DEFAULT_MAX_PIXELS) -> OnnxPredictor:
-        """``model.onnx``, or a ``.ckpt`` whose exported ``.onnx`` sits next to it (then heatmaps work too)."""
-        path = Path(path)
-        checkpoint: Path | None = None
-        if path.suffix != ".onnx":
-            checkpoint, path = path, default_onnx_path(path)
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"--engine onnx: no {path.name} next to {checkpoint}; run `xraylens export {checkpoint}` "
-                    f"first (it writes {path}), or pass a .onnx file"
-                )
-        elif not path.is_file():
-            raise FileNotFoundError(f"ONNX model {path} does not exist")
-        engine = OnnxEngine(path, device)
-        card = read_card(engine.session)
-        cam_engine = _LazyTorchCams(checkpoint, card, device) if checkpoint is not None else None
-        return cls(engine, card, method=method, max_pixels=max_pixels, cam_engine=cam_engine, source=path)
-
-
-class _LazyTorchCams:
-    """Loads the checkpoint (and torch) on the first heatmap request only."""
-
-    name = "torch"
-
-    def __init__(self, checkpoint: Path, card: ModelCard, device: str) -> None:
-        import threading
-
-        self.checkpoint, self.card, self.device = checkpoint, card, device
-        self._engine: Any = None
-        self._lock = threading.Lock()
-
-    def _load(self) -> Any:
-        with self._lock:
-            if self._engine is None:
-                from xraylens.inference.engines import TorchEngine
-                from xraylens.models import load_checkpoint
-
-                log.info("heatmaps come from the torch checkpoint %s (ONNX Runtime has no gradients)",
-                         self.checkpoint)
-                loaded = load_checkpoint(self.checkpoint)
-                if loaded.meta.model.name != self.card.architecture:
-                    raise ValueError(f"{self.checkpoint} is a {loaded.meta.model.name}, but the ONNX model next "
-                                     f"to it is a {self.card.architecture}; re-export it")
-                self._engine = TorchEngine(loaded.model, self.card.architecture, self.device)
-            return self._engine
-
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        return self._load().logits(batch)
-
-    def cams(self, batch: np.ndarray, *, method: str, target: str, layer: str | None = None) -> np.ndarray:
-        return self._load().cams(batch, method=method, target=target, layer=layer)

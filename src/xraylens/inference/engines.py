@@ -2,7 +2,8 @@
 
 A :class:`~xraylens.inference.predictor.Predictor` holds an engine rather than
 a network, so the same preprocessing and decision rule serve torch and ONNX
-Runtime (``OnnxEngine`` in :mod:`xraylens.export`, which runs without torch).
+Runtime (:class:`~xraylens.inference.onnx_runtime.OnnxEngine`, which runs
+without torch).
 
 Thread safety: a Predictor is built once and shared by server requests. The
 torch model is used under one lock: CAM methods register hooks on the model
@@ -13,10 +14,17 @@ every core inside one forward pass, so serialising costs little.
 
 from __future__ import annotations
 
+import logging
 import threading
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from xraylens.inference.model_card import ModelCard
+
+log = logging.getLogger(__name__)
 
 
 class Engine(Protocol):
@@ -56,3 +64,33 @@ class TorchEngine:
             return compute_cams(self.model, self.architecture, torch.from_numpy(np.ascontiguousarray(batch)),
                                 method=method, target=target, layer=layer)
 
+
+class LazyTorchCams:
+    """Loads the checkpoint (and torch) on the first heatmap request only."""
+
+    name = "torch"
+
+    def __init__(self, checkpoint: Path, card: ModelCard, device: str) -> None:
+        self.checkpoint, self.card, self.device = checkpoint, card, device
+        self._engine: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._engine is None:
+                from xraylens.models import load_checkpoint
+
+                log.info("heatmaps come from the torch checkpoint %s (ONNX Runtime has no gradients)",
+                         self.checkpoint)
+                loaded = load_checkpoint(self.checkpoint)
+                if loaded.meta.model.name != self.card.architecture:
+                    raise ValueError(f"{self.checkpoint} is a {loaded.meta.model.name}, but the ONNX model next "
+                                     f"to it is a {self.card.architecture}; re-export it")
+                self._engine = TorchEngine(loaded.model, self.card.architecture, self.device)
+            return self._engine
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self._load().logits(batch)
+
+    def cams(self, batch: np.ndarray, *, method: str, target: str, layer: str | None = None) -> np.ndarray:
+        return self._load().cams(batch, method=method, target=target, layer=layer)

@@ -10,6 +10,9 @@ Calibration and the decision rule come from the checkpoint (temperature,
 threshold), never from today's command line. A study's probability is the
 mean of its views' probabilities, as in the MURA paper; a folder of views is
 one study.
+
+:class:`OnnxPredictor` lives here, beside the class it extends, because
+``Predictor.from_checkpoint`` hands ``engine="onnx"`` to it.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import numpy as np
 
 from xraylens.data.images import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from xraylens.data.preprocess import Letterbox, letterbox, normalize
-from xraylens.inference.engines import Engine, TorchEngine
+from xraylens.inference.engines import Engine, LazyTorchCams, TorchEngine
 from xraylens.inference.model_card import ModelCard
+from xraylens.inference.onnx_runtime import OnnxEngine, default_onnx_path, read_card
 from xraylens.inference.results import (
     Failure,
     ImagePrediction,
@@ -63,8 +67,6 @@ class Predictor:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         if engine == "onnx":
-            from xraylens.export import OnnxPredictor
-
             return OnnxPredictor.open(path, device=device, method=method, max_pixels=max_pixels)
         if path.suffix == ".onnx":
             raise ValueError(f"{path} is an ONNX model; use engine='onnx' (--engine onnx) or pass the .ckpt")
@@ -211,3 +213,26 @@ class Predictor:
         full = np.clip(g.to_original(heatmap), 0.0, 1.0) if keep_heatmap else None
         return {"boxes": mapped, "explanation": sentence, "heatmap": full}
 
+
+class OnnxPredictor(Predictor):
+    """A :class:`Predictor` whose probabilities come from ONNX Runtime (no torch needed for them)."""
+
+    @classmethod
+    def open(cls, path: str | Path, *, device: str = "cpu", method: str | None = None,
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> OnnxPredictor:
+        """``model.onnx``, or a ``.ckpt`` whose exported ``.onnx`` sits next to it (then heatmaps work too)."""
+        path = Path(path)
+        checkpoint: Path | None = None
+        if path.suffix != ".onnx":
+            checkpoint, path = path, default_onnx_path(path)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"--engine onnx: no {path.name} next to {checkpoint}; run `xraylens export {checkpoint}` "
+                    f"first (it writes {path}), or pass a .onnx file"
+                )
+        elif not path.is_file():
+            raise FileNotFoundError(f"ONNX model {path} does not exist")
+        engine = OnnxEngine(path, device)
+        card = read_card(engine.session)
+        cam_engine = LazyTorchCams(checkpoint, card, device) if checkpoint is not None else None
+        return cls(engine, card, method=method, max_pixels=max_pixels, cam_engine=cam_engine, source=path)
