@@ -58,6 +58,9 @@ class DataConfig:
     split_seed: int = 0
     num_workers: int = 2
     cache: str = "auto"  # "auto" (use a cache if present), "off", or a path to a cache folder
+    # Ground-truth boxes (CSV path,x0,y0,x1,y1,kind) for train.box_fraction > 0: "auto" = boxes.csv in
+    # data.root or next to MURA-v1.1 (where `xraylens data synth` writes it), or a path.
+    boxes: str = "auto"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -97,6 +100,11 @@ class TrainConfig:
     schedule: str = "plateau"
     warmup_fraction: float = 0.1
     accumulate_grad_batches: int = 1  # effective batch = batch_size x this (x devices)
+    # Box supervision (Li et al., CVPR 2018): the true boxes of this seeded share of the training images
+    # (data.boxes) add a loss on the model's instance map, inside vs outside the boxes. 0 = image labels
+    # only (weak supervision, the default). Needs a model with a native map (mil_*).
+    box_fraction: float = 0.0
+    box_weight: float = 1.0  # weight of that loss against the image loss
     plateau_patience: int = 1  # ReduceLROnPlateau (factor 0.1) on validation loss
     early_stopping_patience: int = 5
     save_top_k: int = 3

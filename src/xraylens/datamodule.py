@@ -7,6 +7,11 @@ Validation under DDP uses a sampler that does not repeat images: Lightning's
 default pads every rank to the same length by duplicating a few images, which
 would make validation loss and AUROC (and so early stopping and ``best.ckpt``)
 depend on the number of GPUs.
+
+With ``train.box_fraction > 0`` a seeded share of the training images also
+carries its true boxes, mapped once onto the letterboxed square (from the
+image header, so the cache path needs no decoding); the training samples
+then hold a box mask that the augmentation moves with the image.
 """
 
 from __future__ import annotations
@@ -19,13 +24,25 @@ from typing import Any
 import lightning as L
 import numpy as np
 import pandas as pd
+import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from xraylens.config import BODY_PARTS, ExperimentConfig
 from xraylens.data.augment import train_transform
+from xraylens.data.boxes import (
+    TrueBox,
+    boxes_on_input,
+    choose_supervised,
+    find_box_table,
+    read_box_table,
+    square_mask,
+)
 from xraylens.data.cache import CacheError, SquareCache, find_cache
 from xraylens.data.dataset import RadiographDataset
+from xraylens.data.images import ImageReadError, image_size
+from xraylens.data.preprocess import letterbox_geometry
 from xraylens.data.problems import DataError
 from xraylens.models import preprocessing_for
 
@@ -40,10 +57,13 @@ class TrainingData:
     train: pd.DataFrame  # index rows (path, file, body_part, patient_id, label, ...)
     val: pd.DataFrame
     cache: SquareCache | None = None
+    # train.box_fraction > 0: training row position -> (K, 4) true boxes on the letterboxed square
+    train_boxes: dict[int, np.ndarray] | None = None
 
     def summary(self) -> dict[str, Any]:
         """Counts that go into every checkpoint (plain types only)."""
-        return {
+        boxed = {} if self.train_boxes is None else {"box_supervised_images": len(self.train_boxes)}
+        return {**boxed,
             "data_root": str(self.root),
             "train_images": len(self.train),
             "val_images": len(self.val),
@@ -74,7 +94,45 @@ def load_training_data(cfg: ExperimentConfig, progress: bool = True) -> Training
             f"{index.root}: the patient split left {len(train)} training and {len(val)} validation images; "
             f"training needs both (adjust data.val_fraction={data.val_fraction} or add patients)"
         )
-    return TrainingData(root=index.root, train=train, val=val, cache=_usable_cache(cfg, index.root, table))
+    boxes = None
+    if cfg.train.box_fraction > 0:
+        boxes = supervised_boxes(train, _box_table(cfg, index.root), cfg.train.box_fraction, cfg.train.seed,
+                                 data.image_size)
+    return TrainingData(root=index.root, train=train, val=val, cache=_usable_cache(cfg, index.root, table),
+                        train_boxes=boxes)
+
+
+def _box_table(cfg: ExperimentConfig, mura_parent: Path) -> dict[str, list[TrueBox]]:
+    if cfg.data.boxes != "auto":
+        return read_box_table(cfg.data.boxes)
+    path = find_box_table(cfg.data.root, mura_parent)
+    if path is None:
+        raise DataError(f"train.box_fraction={cfg.train.box_fraction} needs ground-truth boxes, but neither "
+                        f"{cfg.data.root} nor {mura_parent} holds a boxes.csv; give one with data.boxes=PATH "
+                        "(columns path,x0,y0,x1,y1,kind) or set train.box_fraction=0")
+    return read_box_table(path)
+
+
+def supervised_boxes(train: pd.DataFrame, table: dict[str, list[TrueBox]], fraction: float, seed: int,
+                     size: int) -> dict[int, np.ndarray]:
+    """Row position -> (K, 4) boxes on the ``size`` square, for the seeded ``fraction`` of ``train``."""
+    paths = train["path"].astype(str).tolist()
+    chosen = choose_supervised(train["label"].to_numpy(), [p in table for p in paths], fraction, seed)
+    out: dict[int, np.ndarray] = {}
+    for i in chosen:
+        try:
+            geometry = letterbox_geometry(*image_size(train["file"].iat[i]), size)
+        except ImageReadError as exc:
+            log.warning("no box supervision for an unreadable image: %s", exc)
+            continue
+        out[int(i)] = boxes_on_input(table.get(paths[i], []), geometry)
+    with_boxes = sum(len(b) > 0 for b in out.values())
+    log.info("box supervision on %d of %d training images (%d with boxes, %d normal)", len(out), len(train),
+             with_boxes, len(out) - with_boxes)
+    if not with_boxes:
+        log.warning("train.box_fraction=%s: no chosen training image has a box in the table; check that its "
+                    "paths are MURA-relative like %s", fraction, paths[0] if paths else "MURA-v1.1/train/...")
+    return out
 
 
 def _usable_cache(cfg: ExperimentConfig, root: Path, table: pd.DataFrame) -> SquareCache | None:
@@ -121,6 +179,19 @@ def loss_weights(train: pd.DataFrame, weighted: bool = True) -> dict[str, list[f
     return weights
 
 
+def grid_masks(boxes: dict[int, np.ndarray], count: int, size: int, grid: tuple[int, int]) -> torch.Tensor:
+    """(count, h, w) int8 box masks on a feature grid: 1 in cells a box touches, 0 outside, -1 = no boxes.
+
+    Rows without supervision are marked -1 so stored features need no second
+    "boxed" array; a cell is inside when any of its pixels is (max pooling).
+    """
+    masks = torch.full((count, *grid), -1, dtype=torch.int8)
+    for i, rows in boxes.items():
+        square = torch.from_numpy(square_mask(rows, size)).float()[None, None]
+        masks[i] = F.adaptive_max_pool2d(square, grid)[0, 0].to(torch.int8)
+    return masks
+
+
 class TaggedDataset(Dataset):
     """A :class:`RadiographDataset` whose samples also carry ``part``, the body part's index in BODY_PARTS."""
 
@@ -157,7 +228,9 @@ class RadiographDataModule(L.LightningDataModule):
     def _dataset(self, table: pd.DataFrame, train: bool) -> TaggedDataset:
         source = self.data.cache.source_for(table["path"]) if self.data.cache is not None else None
         transform = train_transform(self.cfg.data.augment) if train else None
-        return TaggedDataset(RadiographDataset(table, self.prep, transform=transform, square_source=source))
+        boxes = self.data.train_boxes if train else None
+        return TaggedDataset(RadiographDataset(table, self.prep, transform=transform, square_source=source,
+                                               boxes=boxes))
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -166,12 +239,12 @@ class RadiographDataModule(L.LightningDataModule):
             self.train_set = self._dataset(self.data.train, train=True)
             self.val_set = self._dataset(self.data.val, train=False)
         else:
-            self.train_set = self._features(self.data.train, "train", hflip=self.cfg.data.augment.hflip)
+            self.train_set = self._features(self.data.train, "train", hflip=self.cfg.data.augment.hflip,
+                                            boxes=self.data.train_boxes)
             self.val_set = self._features(self.data.val, "val", hflip=False)
 
-    def _features(self, table: pd.DataFrame, name: str, hflip: bool) -> Dataset:
-        import torch
-
+    def _features(self, table: pd.DataFrame, name: str, hflip: bool,
+                  boxes: dict[int, np.ndarray] | None = None) -> Dataset:
         from xraylens.features import FeatureSet, compute_features
 
         images = self._dataset(table, train=False)  # un-augmented squares: features are computed once
@@ -184,8 +257,9 @@ class RadiographDataModule(L.LightningDataModule):
                                         desc=f"frozen features ({name})")
         log.info("computed frozen features for %d %s images: %s float16", len(features), name,
                  tuple(features.shape[1:]))
+        masks = None if boxes is None else grid_masks(boxes, len(features), self.prep.size, features.shape[-2:])
         return FeatureSet(features, ok, torch.tensor(images.dataset.labels), torch.tensor(images.parts),
-                          hflip=hflip)
+                          hflip=hflip, masks=masks)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         workers = self.cfg.data.num_workers

@@ -61,24 +61,38 @@ def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16,
 
 
 class FeatureSet(Dataset):
-    """Stored features in the shape of a training sample: ``features``, ``label``, ``ok``, ``part``, ``index``."""
+    """Stored features in the shape of a training sample: ``features``, ``label``, ``ok``, ``part``, ``index``.
+
+    ``masks`` (optional, box supervision): (N, h, w) int8 box masks on the
+    feature grid, -1 for images without supervision. Samples then also carry
+    ``mask`` (0/1, flipped with the features) and ``boxed``.
+    """
 
     def __init__(self, features: torch.Tensor, ok: torch.Tensor, labels: torch.Tensor, parts: torch.Tensor,
-                 hflip: bool = False) -> None:
+                 hflip: bool = False, masks: torch.Tensor | None = None) -> None:
         if not len(features) == len(ok) == len(labels) == len(parts):
             raise ValueError("features, ok, labels and parts must have one entry per image")
+        if masks is not None and tuple(masks.shape) != (len(features), *features.shape[-2:]):
+            raise ValueError(f"box masks {tuple(masks.shape)} do not match the features' grid "
+                             f"{(len(features), *features.shape[-2:])}")
         self.features, self.ok, self.labels, self.parts = features, ok, labels.float(), parts.long()
         self.hflip = hflip
+        self.masks = masks
 
     def __len__(self) -> int:
         return len(self.features)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | int | bool]:
         f = self.features[i].float()  # (K, h, w)
+        mask = self.masks[i] if self.masks is not None else None
         if self.hflip and bool(torch.rand(()) < 0.5):
             f = f.flip(-1)
-        return {"features": f, "label": self.labels[i], "ok": bool(self.ok[i]), "part": int(self.parts[i]),
-                "index": i}
+            mask = mask.flip(-1) if mask is not None else None
+        sample = {"features": f, "label": self.labels[i], "ok": bool(self.ok[i]), "part": int(self.parts[i]),
+                  "index": i}
+        if mask is not None:
+            sample.update(mask=mask.clamp(min=0).to(torch.uint8), boxed=bool(mask[0, 0] >= 0))
+        return sample
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         """A whole batch in one gather: per-sample conversion and stacking cost 20x more on a CPU.
@@ -88,11 +102,18 @@ class FeatureSet(Dataset):
         """
         rows = torch.as_tensor(indices, dtype=torch.long)
         f = self.features[rows].float()  # (B, K, h, w)
+        masks = self.masks[rows] if self.masks is not None else None  # (B, h, w)
         if self.hflip:
             mirrored = torch.rand(len(rows)) < 0.5
             f[mirrored] = f[mirrored].flip(-1)
-        return {"features": f, "label": self.labels[rows], "ok": self.ok[rows], "part": self.parts[rows],
-                "index": rows}
+            if masks is not None:
+                masks[mirrored] = masks[mirrored].flip(-1)
+        batch = {"features": f, "label": self.labels[rows], "ok": self.ok[rows], "part": self.parts[rows],
+                 "index": rows}
+        if masks is not None:
+            batch["boxed"] = masks[:, 0, 0] >= 0
+            batch["mask"] = masks.clamp(min=0).to(torch.uint8)
+        return batch
 
 
 def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from xraylens.data.boxes import find_box_table, read_box_csv
 from xraylens.data.mura_layout import IMAGE_EXAMPLE, parse_image_path
 from xraylens.data.problems import DataError
 from xraylens.metrics import metric_section, study_level
 
-BOX_TABLE_NAME = "boxes.csv"  # where the synthetic dataset puts it: next to MURA-v1.1
 KIND_COLUMNS = ("path", "kind")  # the columns of a box table that kinds need
 
 
@@ -62,16 +62,7 @@ class FindingKinds:
 def read_finding_kinds(path: str | Path) -> FindingKinds:
     """Read a box table; DataError naming the file and line when it is missing or malformed."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: box table not found; give a CSV with columns path,x0,y0,x1,y1,kind "
-                        "(the synthetic dataset writes ROOT/boxes.csv: `xraylens data synth ROOT`)")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV box table ({exc})") from exc
-    missing = [c for c in KIND_COLUMNS if c not in table.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected path,x0,y0,x1,y1,kind")
+    table = read_box_csv(path, KIND_COLUMNS)
     by_image: dict[str, set[str]] = {}
     by_study: dict[str, set[str]] = {}
     for line, (image, kind) in enumerate(zip(table["path"], table["kind"], strict=True), start=2):
@@ -127,14 +118,6 @@ def per_kind_metrics(
             "study": study, "image": image,
         }
     return out
-
-
-def find_box_table(data_root: str | Path, mura_parent: str | Path) -> Path | None:
-    """``boxes.csv`` in the folder given as the data, else next to ``MURA-v1.1``; None when neither exists."""
-    for folder in dict.fromkeys((Path(data_root), Path(mura_parent))):
-        if (folder / BOX_TABLE_NAME).is_file():
-            return folder / BOX_TABLE_NAME
-    return None
 
 
 __all__ = ["FindingKinds", "find_box_table", "per_kind_metrics", "read_finding_kinds"]

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 METRIC_COLUMNS: tuple[str, ...] = (
     "epoch", "train_loss", "train_acc", "train_auroc", "val_loss", "val_acc", "val_auroc", "lr",
 )
+OPTIONAL_COLUMNS: tuple[str, ...] = ("train_box_loss",)  # only runs that log them (train.box_fraction > 0)
 BEST_NAME = "best.ckpt"
 
 
@@ -183,12 +184,14 @@ def epoch_table(csv_root: Path) -> pd.DataFrame:
     """
     files = sorted(csv_root.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
     merged = pd.DataFrame(columns=list(METRIC_COLUMNS))
+    optional: list[str] = []
     for file in files:
         frame = pd.read_csv(file)
         if "epoch" not in frame or frame.empty:
             continue
         frame = frame[frame["epoch"].notna()]
-        present = [c for c in METRIC_COLUMNS if c in frame.columns]
+        optional += [c for c in OPTIONAL_COLUMNS if c in frame.columns and c not in optional]
+        present = [c for c in (*METRIC_COLUMNS, *OPTIONAL_COLUMNS) if c in frame.columns]
         frame = frame[present].groupby("epoch", sort=True).last().reset_index()
         metrics = [c for c in present if c != "epoch"]
         frame = frame[frame[metrics].notna().any(axis=1)] if metrics else frame.iloc[0:0]
@@ -196,7 +199,7 @@ def epoch_table(csv_root: Path) -> pd.DataFrame:
             continue
         kept = merged[merged["epoch"] < frame["epoch"].min()]
         merged = frame if kept.empty else pd.concat([kept, frame], ignore_index=True)
-    merged = merged.reindex(columns=list(METRIC_COLUMNS))
+    merged = merged.reindex(columns=[*METRIC_COLUMNS, *optional])
     if not merged.empty:
         merged["epoch"] = merged["epoch"].astype(int)
     return merged.reset_index(drop=True)

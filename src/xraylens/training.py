@@ -9,6 +9,8 @@ train the head alone first, then fine-tune everything at a lower rate.
 does so on backbone features computed once per image (the CPU recipe for
 ImageNet transfer, :mod:`xraylens.features`). ``train.optimizer=adamw`` with
 ``train.schedule=onecycle`` is warmup then cosine decay, stepped per batch.
+``train.box_fraction`` adds, for the images whose true boxes it uses, a loss
+on the model's instance map (:func:`box_loss`).
 
 Scale comes from Lightning: ``train.accelerator/devices/num_nodes/strategy/
 precision`` go straight to ``lightning.Trainer``. Metrics are torchmetrics
@@ -97,26 +99,40 @@ class RadiographClassifier(L.LightningModule):
         """(B, C, S, S) normalised images -> (B, 1) logits of P(abnormal)."""
         return self.net(x)
 
-    def _logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B,) logits from images, or from stored backbone features (``train.backbone=cached``)."""
+    def _logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B,) logits from images, or from stored backbone features (``train.backbone=cached``).
+
+        With box masks in the batch, also the (B, h, w) instance map behind them.
+        """
         if "features" in batch:
-            return self.net.classify_features(batch["features"]).squeeze(1).float()
-        x = batch["image"]
-        if self.cfg.train.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x).squeeze(1).float()
+            features = batch["features"]
+        else:
+            x = batch["image"]
+            if self.cfg.train.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if "mask" not in batch:
+                return self.net(x).squeeze(1).float(), None
+            features = self.net.features(x)
+        if "mask" not in batch:
+            return self.net.classify_features(features).squeeze(1).float(), None
+        logits, cells = self.net.classify_with_map(features)
+        return logits.squeeze(1).float(), cells.float()
 
     # ------------------------------------------------------------ steps
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         y = batch["label"].float()  # (B,)
         ok = batch["ok"].bool()  # (B,)
-        logits = self._logits(batch)  # (B,)
+        logits, cells = self._logits(batch)  # (B,), (B, h, w) or None
         per_image = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
         weights = self.class_weights[batch["part"], y.long()] * ok  # unreadable images weigh nothing
         n_ok = ok.sum()
         # Mean over readable images; a batch with none gives a zero loss that still reaches every parameter.
         loss = (per_image * weights).sum() / n_ok.clamp(min=1)
+        if cells is not None:
+            boxes = box_loss(cells, batch["mask"], batch["boxed"].bool() & ok) / n_ok.clamp(min=1)
+            self.log(f"{stage}_box_loss", boxes.detach(), on_step=False, on_epoch=True)
+            loss = loss + self.cfg.train.box_weight * boxes
         probs = torch.sigmoid(logits.detach())[ok]
         target = y[ok].long()
         getattr(self, f"{stage}_loss").update(loss.detach(), weight=n_ok.float())
@@ -209,6 +225,27 @@ class RadiographClassifier(L.LightningModule):
         )
 
 
+def box_loss(cells: torch.Tensor, mask: torch.Tensor, boxed: torch.Tensor) -> torch.Tensor:
+    """Sum over the ``boxed`` images of a balanced per-cell BCE on the instance map (Li et al., CVPR 2018).
+
+    Cells a true box touches should score abnormal, the rest normal. Inside
+    and outside are averaged separately, since a fracture line covers a few of
+    1024 cells and a plain mean would teach only "normal everywhere". A normal
+    image (no box) has only the outside term. ``mask`` may be at the input's
+    resolution; it is max-pooled onto the map's grid.
+    """
+    if not bool(boxed.any()):
+        return cells.sum() * 0.0  # keeps the graph whole: DDP expects every parameter to get a gradient
+    target = mask[boxed].float()
+    if target.shape[-2:] != cells.shape[-2:]:
+        target = F.adaptive_max_pool2d(target.unsqueeze(1), cells.shape[-2:]).squeeze(1)
+    per_cell = F.binary_cross_entropy_with_logits(cells[boxed], target, reduction="none").flatten(1)
+    target = target.flatten(1)
+    inside = (per_cell * target).sum(1) / target.sum(1).clamp(min=1)
+    outside = (per_cell * (1 - target)).sum(1) / (1 - target).sum(1).clamp(min=1)
+    return (inside + outside).sum()
+
+
 # ---------------------------------------------------------------- fit
 
 
@@ -291,6 +328,11 @@ def check_train_settings(cfg: ExperimentConfig) -> None:
     if t.backbone != "finetune" and t.freeze_backbone_epochs > 0:
         raise ConfigError(f"train.backbone={t.backbone} keeps the backbone frozen for the whole run; "
                           "train.freeze_backbone_epochs applies to train.backbone=finetune only")
+    if not 0.0 <= t.box_fraction <= 1.0:
+        raise ConfigError(f"train.box_fraction is a share of the training images, in [0, 1]; got {t.box_fraction}")
+    if t.box_fraction > 0 and not has_feature_split(cfg.model.name):
+        raise ConfigError(f"train.box_fraction trains a model's own instance map, and {cfg.model.name} has none; "
+                          "use a mil_* model (e.g. mil_efficientnet_lite0) or set train.box_fraction=0")
     if t.backbone == "cached" and not has_feature_split(cfg.model.name):
         raise ConfigError(f"train.backbone=cached needs a model that splits into features and a head "
                           f"(the mil_* models); {cfg.model.name} does not. Use train.backbone=frozen.")

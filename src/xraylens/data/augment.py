@@ -6,6 +6,10 @@ cover the spread of detector exposure and positioning between hospitals.
 Evaluation never augments (``train_transform`` is only built for the training
 set), so validation numbers describe the images as they are.
 
+A box mask (``train.box_fraction``) goes through the same draw as its image:
+rotation, zoom and flip move it (nearest-neighbour, so it stays 0/1), the
+intensity jitter leaves it alone.
+
 Randomness comes from torch's generator, which the DataLoader seeds per
 worker from the run seed (Lightning's ``seed_everything(workers=True)``), so a
 run is repeatable without any global seeding here.
@@ -14,6 +18,7 @@ run is repeatable without any global seeding here.
 from __future__ import annotations
 
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from xraylens.config import AugmentConfig
@@ -44,6 +49,13 @@ class SquareAugment:
             return square
         out = self.pipeline(square.unsqueeze(0))  # (1, S, S): torchvision wants a channel axis
         return out.squeeze(0).clamp_(0.0, 1.0)
+
+    def with_mask(self, square: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The square and its (S, S) box mask, moved by one and the same random draw."""
+        if self.pipeline is None:
+            return square, mask
+        image, moved = self.pipeline(square.unsqueeze(0), tv_tensors.Mask(mask.unsqueeze(0)))
+        return image.squeeze(0).clamp_(0.0, 1.0), moved.as_subclass(torch.Tensor).squeeze(0)
 
     def __repr__(self) -> str:
         return f"SquareAugment({self.cfg})"

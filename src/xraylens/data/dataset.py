@@ -4,6 +4,10 @@ An unreadable image never stops an epoch: the sample comes back as a black
 image with ``ok=False`` and the training/evaluation loops drop it, and the path
 is logged once. The index (``xraylens data summary --verify``) is where such
 files should be caught first.
+
+With ``boxes`` (``train.box_fraction > 0``) every sample also carries
+``mask``, the (S, S) uint8 mask of its true boxes on the augmented square,
+and ``boxed``, whether the image is one whose boxes train the map at all.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from xraylens.data.boxes import square_mask
 from xraylens.data.images import ImageReadError, read_image
 from xraylens.data.preprocess import Preprocessing, letterbox, to_tensor
 
@@ -32,6 +37,9 @@ class RadiographDataset(Dataset):
     ``square_source`` (optional) returns the already-letterboxed uint8 square for a
     row position (the pre-resized cache), or ``None`` for an image the cache
     recorded as unreadable; otherwise the file is decoded each time.
+    ``boxes`` maps a row position to its (K, 4) boxes on the letterboxed
+    square (K may be 0: a normal image, "nothing here"); rows it lacks are
+    not box-supervised. The transform must then move masks too (``with_mask``).
     """
 
     def __init__(
@@ -40,7 +48,10 @@ class RadiographDataset(Dataset):
         prep: Preprocessing,
         transform: SquareTransform | None = None,
         square_source: Callable[[int], np.ndarray | None] | None = None,
+        boxes: dict[int, np.ndarray] | None = None,
     ) -> None:
+        if boxes is not None and transform is not None and not hasattr(transform, "with_mask"):
+            raise TypeError(f"{transform!r} cannot move box masks with the image; give it a with_mask method")
         self.table = table.reset_index(drop=True)
         self.files = self.table["file"].astype(str).tolist()
         labels = self.table["label"] if "label" in self.table else pd.Series(-1, index=self.table.index)
@@ -48,6 +59,7 @@ class RadiographDataset(Dataset):
         self.prep = prep
         self.transform = transform
         self.square_source = square_source
+        self.boxes = boxes
         self._warned: set[str] = set()
 
     def __len__(self) -> int:
@@ -73,8 +85,18 @@ class RadiographDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         square, ok = self.load_square(i)
         x = torch.from_numpy(square)  # (S, S) in [0, 1]
+        if self.boxes is None:
+            if self.transform is not None and ok:
+                x = self.transform(x)
+            return self._sample(i, x, ok)
+        boxed = ok and i in self.boxes
+        mask = torch.from_numpy(square_mask(self.boxes[i], self.prep.size) if boxed
+                                else np.zeros((self.prep.size, self.prep.size), np.uint8))
         if self.transform is not None and ok:
-            x = self.transform(x)
+            x, mask = self.transform.with_mask(x, mask)
+        return {**self._sample(i, x, ok), "mask": mask, "boxed": boxed}
+
+    def _sample(self, i: int, x: torch.Tensor, ok: bool) -> dict[str, Any]:
         return {
             "image": to_tensor(x.numpy(), self.prep),  # (C, S, S) normalised
             "label": torch.tensor(self.labels[i]),

@@ -99,15 +99,19 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     """
     if image.ndim != 2:
         raise ValueError(f"letterbox expects a 2-D grayscale image, got shape {image.shape}")
-    h, w = image.shape
-    scale = size / max(h, w)
-    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (new_w, new_h), interpolation=interp)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
+    geometry = letterbox_geometry(*image.shape, size)
+    interp = cv2.INTER_AREA if geometry.scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (geometry.new_w, geometry.new_h), interpolation=interp)
     canvas = np.zeros((size, size), dtype=image.dtype)
-    canvas[top : top + new_h, left : left + new_w] = resized
-    return canvas, Letterbox(h, w, size, scale, top, left, new_h, new_w)
+    canvas[geometry.top : geometry.top + geometry.new_h, geometry.left : geometry.left + geometry.new_w] = resized
+    return canvas, geometry
+
+
+def letterbox_geometry(height: int, width: int, size: int) -> Letterbox:
+    """Where :func:`letterbox` puts an image of this size, known from its header alone (no decoding)."""
+    scale = size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    return Letterbox(height, width, size, scale, (size - new_h) // 2, (size - new_w) // 2, new_h, new_w)
 
 
 def normalize(square: np.ndarray, prep: Preprocessing) -> np.ndarray:

@@ -22,12 +22,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from xraylens.data.boxes import TrueBox, read_box_table
 from xraylens.data.images import ImageReadError, read_image
 from xraylens.data.preprocess import Letterbox, prepare
+from xraylens.data.problems import DataError
 from xraylens.explain.cams import METHODS, check_method, compute_cams, methods_for, resolve_layer
 from xraylens.explain.regions import Box, find_boxes
 from xraylens.explain.scores import (
-    TrueBox,
     cascading_randomisation,
     deletion_insertion,
     localization_scores,
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 # Score-CAM needs one forward pass per feature channel per image (1,280 for MobileNetV2): opt in.
 DEFAULT_EVAL_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "scorecam")
-BOX_COLUMNS = ("path", "x0", "y0", "x1", "y1", "kind")
 
 
 class ExplainEvalError(ValueError):
@@ -73,19 +73,10 @@ class _Images:
 
 def read_true_boxes(path: str | Path) -> dict[str, list[TrueBox]]:
     """``boxes.csv`` (path,x0,y0,x1,y1,kind; MURA-relative paths, original pixels) -> boxes per image path."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExplainEvalError(f"{path}: boxes file not found; the synthetic dataset writes OUT/boxes.csv "
-                               "(`xraylens data synth OUT`)")
-    table = pd.read_csv(path)
-    missing = [c for c in BOX_COLUMNS if c not in table.columns]
-    if missing:
-        raise ExplainEvalError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(BOX_COLUMNS)}")
-    boxes: dict[str, list[TrueBox]] = {}
-    for r in table.itertuples(index=False):
-        boxes.setdefault(str(r.path), []).append(TrueBox(float(r.x0), float(r.y0), float(r.x1), float(r.y1),
-                                                         str(r.kind)))
-    return boxes
+    try:
+        return read_box_table(path)
+    except DataError as exc:
+        raise ExplainEvalError(str(exc)) from exc
 
 
 def _load(table: pd.DataFrame, truth: dict[str, list[TrueBox]], loaded: LoadedModel, grid: int,

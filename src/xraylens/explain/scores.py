@@ -19,32 +19,18 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import ndimage, stats
 from torch import nn
 
+from xraylens.data.boxes import TrueBox
 from xraylens.explain.regions import Box, box_iou
 from xraylens.models import architecture, get_submodule
 
 # (model, images (B, C, S, S)) -> (B, S, S) maps in [0, 1]
 CamFunction = Callable[[nn.Module, torch.Tensor], np.ndarray]
-
-
-@dataclass(frozen=True)
-class TrueBox:
-    """A ground-truth region in original pixel coordinates (x1/y1 exclusive)."""
-
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-    kind: str = "finding"
-
-    def xyxy(self) -> tuple[float, float, float, float]:
-        return (self.x0, self.y0, self.x1, self.y1)
 
 
 # ---------------------------------------------------------------- localisation

@@ -57,6 +57,11 @@ class SpatialMIL(nn.Module):
         """(B, K, h, w) features -> (B, 1) logits."""
         return self.pool(self.head(features))
 
+    def classify_with_map(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1) logits and the (B, h, w) instance logits they pool: what box supervision trains."""
+        cells = self.head(features)
+        return self.pool(cells), cells[:, 0]
+
     def saliency(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, S, S) -> (B, h, w) instance logits: where the model finds the abnormality."""
         return self.head(self.backbone(x))[:, 0]

@@ -25,6 +25,7 @@ import pandas as pd
 
 from xraylens.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from xraylens.config import BODY_PARTS
+from xraylens.data.boxes import BOX_COLUMNS
 from xraylens.data.synthetic.acquisition import encode
 from xraylens.data.synthetic.findings import DIFFICULTIES, KINDS, check_kinds
 from xraylens.data.synthetic.plan import MURA_DIR, StudyPlan, make_plan
@@ -32,7 +33,6 @@ from xraylens.data.synthetic.render import render_study
 
 GENERATOR = "xraylens.synthetic"
 GENERATOR_VERSION = "1.1"  # 1.1: more conspicuous `easy` findings (realistic unchanged)
-BOX_COLUMNS = ["path", "x0", "y0", "x1", "y1", "kind"]
 _PENDING = ".synth_pending.json"  # written first: marks OUT as ours while a run is in progress
 # What a macOS "._*" AppleDouble file starts with; a few bytes, not a PNG.
 _APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \x00\x02"
@@ -97,7 +97,7 @@ def generate(
             stats[storage] = stats.get(storage, 0) + 1
             rows += [(study.image_path(view), *box) for box in boxes]
     _write_csvs(root, plan)
-    boxes = pd.DataFrame(rows, columns=BOX_COLUMNS)
+    boxes = pd.DataFrame(rows, columns=list(BOX_COLUMNS))
     atomic_write_text(root / "boxes.csv", boxes.to_csv(index=False, lineterminator="\n"))
     manifest = {
         **settings,
@@ -106,7 +106,7 @@ def generate(
         "boxes_by_kind": {k: int(v) for k, v in boxes["kind"].value_counts().sort_index().items()},
         "storage": {"rgb": stats.get("rgb", 0), "gray16": stats.get("gray16", 0)},
         "boxes_format": {
-            "columns": BOX_COLUMNS,
+            "columns": list(BOX_COLUMNS),
             "coordinates": "pixels of the written image; x1, y1 exclusive",
         },
     }
