@@ -36,6 +36,7 @@ BF16 = "bf16" in sys.argv[5:] if len(sys.argv) > 5 else False
 HIDDEN = int(next((a[1:] for a in sys.argv[5:] if a.startswith("h")), 128))
 FRAC = float(next((a[1:] for a in sys.argv[5:] if a.startswith("k")), 0.02))
 EPOCHS = int(next((a[1:] for a in sys.argv[5:] if a.startswith("e")), 30))
+BOX_FRACTION = float(next((a[1:] for a in sys.argv[5:] if a.startswith("b")), 0.0))
 tag = f"{root.strip('/').split('/')[-1]}_{size}_{layer}"
 feat_file = f"feats_{tag}{'_bf16' if BF16 else ''}.pt"
 
@@ -81,6 +82,32 @@ labels = torch.tensor(idx["label"].to_numpy(), dtype=torch.float32)
 tr, va, te = [np.flatnonzero(sub.to_numpy() == s) for s in ("train", "val", "test")]
 C = feats.shape[1]
 
+
+def box_masks(rows):
+    """(N, H*W) float grid masks of the ground-truth boxes, on the feature grid after the letterbox."""
+    from PIL import Image
+    grid = feats.shape[-1]
+    masks = torch.zeros(len(rows), grid, grid)
+    by_path = {p: g for p, g in boxes.groupby("path")}
+    for n, i in enumerate(rows):
+        group = by_path.get(idx.at[i, "path"])
+        if group is None:
+            continue
+        w, h = Image.open(idx.at[i, "file"]).size
+        scale = size / max(h, w)
+        top, left = (size - round(h * scale)) // 2, (size - round(w * scale)) // 2
+        cell = size / grid
+        for b in group.itertuples():
+            c0, c1 = int((b.x0 * scale + left) // cell), int((b.x1 * scale + left) // cell)
+            r0, r1 = int((b.y0 * scale + top) // cell), int((b.y1 * scale + top) // cell)
+            masks[n, max(r0, 0):min(r1, grid - 1) + 1, max(c0, 0):min(c1, grid - 1) + 1] = 1.0
+    return masks.flatten(1)
+
+
+boxed = np.random.default_rng(0).permutation(tr)[: int(round(BOX_FRACTION * len(tr)))]
+box_row = {int(i): n for n, i in enumerate(boxed)}
+masks = box_masks(boxed) if len(boxed) else torch.zeros(0)
+
 class Head(nn.Module):
     def __init__(self, pool, hidden=128, k=0.02):
         super().__init__()
@@ -120,9 +147,20 @@ def run(pool, epochs=EPOCHS, lr=1e-3, wd=1e-4, hidden=HIDDEN, flip=True, seed=0)
         for i in range(0, len(perm), 32):
             b = perm[i:i+32]
             f = feats[b].float()
-            if flip and np.random.rand() < 0.5:
+            flip_now = flip and np.random.rand() < 0.5
+            if flip_now:
                 f = f.flip(-1)
             loss = F.binary_cross_entropy_with_logits(h(f), labels[b], pos_weight=(1 - pos) / pos)
+            sup = [j for j, i in enumerate(b) if int(i) in box_row]
+            if sup:  # Li et al. 2018: in- and out-of-box cells of the boxed images, balanced
+                target = masks[[box_row[int(b[j])] for j in sup]]
+                if flip_now:
+                    target = target.view(len(sup), feats.shape[-2], -1).flip(-1).flatten(1)
+                cells = h.inst(f[sup]).flatten(1)
+                per_cell = F.binary_cross_entropy_with_logits(cells, target, reduction="none")
+                inside = (per_cell * target).sum() / target.sum().clamp(min=1)
+                outside = (per_cell * (1 - target)).sum() / (1 - target).sum().clamp(min=1)
+                loss = loss + (inside + outside) * len(sup) / len(b)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -132,7 +170,7 @@ def run(pool, epochs=EPOCHS, lr=1e-3, wd=1e-4, hidden=HIDDEN, flip=True, seed=0)
     evalf = torch.load(feat_file.replace("_bf16", "")) if BF16 else feats
     with torch.no_grad():
         p = torch.cat([torch.sigmoid(h(evalf[i:i+64].float())) for i in range(0, len(idx), 64)]).numpy()
-    res = {"pool": pool, "bf16": BF16, "hidden": hidden, "k": FRAC, "epochs": epochs, "train_loss": round(tot / len(tr), 3), "secs": round(time.time() - t0)}
+    res = {"pool": pool, "box_fraction": BOX_FRACTION, "bf16": BF16, "hidden": hidden, "k": FRAC, "epochs": epochs, "train_loss": round(tot / len(tr), 3), "secs": round(time.time() - t0)}
     for name, rows in (("train", tr), ("val", va)):
         res[f"{name}_img_auc"] = round(roc_auc_score(labels[rows], p[rows]), 3)
     t = idx.iloc[te].assign(p=p[te]).groupby("study_path").agg(p=("p", "mean"), label=("label", "first"))
