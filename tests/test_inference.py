@@ -102,7 +102,7 @@ def test_batches_match_single_images(study_tree: Path, predictor) -> None:
     single = {p: predictor.predict_image(p).probability for p in map(str, paths) if p.endswith("1.png")}
     for p in batched.images:
         if p.source in single:
-            assert p.probability == pytest.approx(single[p.source], abs=1e-6)
+            assert p.probability == pytest.approx(single[p.source], abs=1e-5)  # float32 kernels differ by batch size
 
 
 def test_predict_many_groups_studies_and_reports_bad_files(study_tree: Path, predictor) -> None:
