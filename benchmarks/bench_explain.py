@@ -1,7 +1,8 @@
 """Explanation speed: CAMs per second against one forward + backward pass, batched and one image at a time.
 
-For each model (random weights: speed does not depend on them) and a batch of
-random inputs, times through the package's CAM API (``compute_cams``):
+For each model (random weights: speed does not depend on them; channels_last as
+``load_checkpoint`` builds it, or ``--layout contiguous``) and a batch of random
+inputs, times through the package's CAM API (``compute_cams``):
 
   forward+backward    one forward + backward to the input with frozen parameters, as the CAMs run it:
                       the limit for gradient CAMs (Grad-CAM, HiResCAM, Grad-CAM++)
@@ -14,7 +15,8 @@ each both batched (``batch_size`` = the batch) and one image at a time
 forward+backward, and the speed-up of batching.
 
 Usage: python benchmarks/bench_explain.py [--models mil_efficientnet_lite0:512:4 mobilenet_v2:224:8]
-                                          [--methods saliency gradcam hirescam] [--repeats 3] [--threads 2]
+                                          [--methods saliency gradcam hirescam] [--layout channels_last]
+                                          [--repeats 3] [--threads 2]
 """
 
 from __future__ import annotations
@@ -61,18 +63,23 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["mil_efficientnet_lite0:512:4", "mobilenet_v2:224:8"],
                         metavar="NAME:SIZE:BATCH")
     parser.add_argument("--methods", nargs="+", default=["saliency", "gradcam", "hirescam"])
+    parser.add_argument("--layout", choices=["channels_last", "contiguous"], default="channels_last",
+                        help="the model's memory layout (default channels_last, as load_checkpoint builds it)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}")
-    print(f"explanations: images/s, median of {args.repeats}; (ratio) = vs batched forward+backward", flush=True)
+    print(f"explanations, {args.layout} model: images/s, median of {args.repeats}; (ratio) = vs batched "
+          "forward+backward", flush=True)
     header = ["model", "size", "batch", "what", "batched", "one at a time", "batched / one"]
     rows = []
     for spec in args.models:
         name, size, batch = spec.split(":")[0], int(spec.split(":")[1]), int(spec.split(":")[2])
         torch.manual_seed(0)
         model = create_model(name, pooling="topk" if name.startswith("mil_") else "avg").eval()
+        if args.layout == "channels_last":
+            model = model.to(memory_format=torch.channels_last)
         images = torch.randn(batch, 1, size, size)
         limit = None
         for what, run in runners(model, name, tuple(args.methods)).items():
