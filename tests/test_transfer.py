@@ -163,6 +163,25 @@ def test_mil_recipes_learn_and_leave_a_frozen_backbone_untouched(blob_root: Path
     assert untouched == (backbone != "finetune")
 
 
+@pytest.mark.slow
+@needs_weights
+def test_partial_fine_tuning_trains_the_last_stage_on_features_stored_before_it(blob_root: Path,
+                                                                                tmp_path: Path) -> None:
+    from xraylens.models import load_checkpoint
+    from xraylens.training import fit
+
+    cfg = _cfg(blob_root, "train.epochs=3", "train.backbone=cached", "train.trainable_stages=1",
+               "model.pretrained=true")
+    result = fit(cfg, tmp_path / "partial", progress=False)
+    table = pd.read_csv(result.run_dir / "metrics.csv")
+    assert table["train_loss"].iloc[-1] < table["train_loss"].iloc[0]
+    assert table["val_auroc"].max() > 0.8
+    trained = load_checkpoint(result.best_checkpoint).model.backbone.state_dict()
+    imagenet = create_model("mil_efficientnet_lite0", pretrained=True).backbone.state_dict()
+    changed = {k.split(".")[1] for k, v in imagenet.items() if not torch.equal(trained[k], v)}
+    assert changed == {"4"}  # blocks.4 (BN statistics too) learned; the stages before it kept ImageNet's
+
+
 def test_incompatible_recipes_are_refused_before_any_data_is_read(tmp_path: Path) -> None:
     from xraylens.config import ConfigError
     from xraylens.training import fit
@@ -176,6 +195,11 @@ def test_incompatible_recipes_are_refused_before_any_data_is_read(tmp_path: Path
         fit(_cfg(nowhere, "train.backbone=sometimes"), tmp_path / "c", progress=False)
     with pytest.raises(ConfigError, match="train.feature_precision"):
         fit(_cfg(nowhere, "train.feature_precision=fp8"), tmp_path / "d", progress=False)
+    with pytest.raises(ConfigError, match="trainable_stages"):
+        fit(_cfg(nowhere, "train.trainable_stages=1"), tmp_path / "e", progress=False)  # finetune: all train
+    with pytest.raises(ConfigError, match="trainable_stages"):
+        fit(_cfg(nowhere, "model.name=resnet18", "train.backbone=frozen", "train.trainable_stages=1"),
+            tmp_path / "f", progress=False)
     assert not (tmp_path / "a").exists()
 
 

@@ -93,6 +93,9 @@ class TrainConfig:
     # only; the backbone's batch norm stays in eval mode) or "cached" (frozen, and the backbone's features are
     # computed once per image, so an epoch costs only the head: the CPU recipe; needs a mil_* model).
     backbone: str = "finetune"
+    # Partial fine-tuning (frozen/cached, mil_* models): the backbone's last N stages train too, at lr x
+    # finetune_lr_factor; with "cached" the features are stored before them, so epochs stay cheap.
+    trainable_stages: int = 0
     feature_precision: str = "32"  # "bf16": compute cached features under bfloat16 autocast (~2x on CPUs)
     optimizer: str = "adam"  # "adam" (the MURA paper's) or "adamw" (decoupled weight decay)
     # "plateau": lr / 10 when validation loss stalls (the paper's); "onecycle": warmup then cosine decay

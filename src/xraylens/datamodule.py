@@ -254,7 +254,7 @@ class RadiographDataModule(L.LightningDataModule):
                                         num_workers=self.cfg.data.num_workers, device=device,
                                         channels_last=self.cfg.train.channels_last, progress=progress,
                                         precision=self.cfg.train.feature_precision,
-                                        desc=f"frozen features ({name})")
+                                        desc=f"frozen features ({name})", tail=self.cfg.train.trainable_stages)
         log.info("computed frozen features for %d %s images: %s float16", len(features), name,
                  tuple(features.shape[1:]))
         masks = None if boxes is None else grid_masks(boxes, len(features), self.prep.size, features.shape[-2:])

@@ -29,14 +29,15 @@ FEATURE_PRECISIONS = ("32", "bf16")
 @torch.inference_mode()
 def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16, num_workers: int = 0,
                      channels_last: bool = True, device: str | torch.device = "cpu", precision: str = "32",
-                     progress: bool = True, desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+                     progress: bool = True, desc: str = "features", tail: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``model.features`` of every sample of ``images`` (dicts with ``image`` and ``ok``).
 
     Returns (N, K, h, w) float16 features and the (N,) bool ``ok`` flags
     (unreadable images get zero features and stay excluded from the loss).
     ``precision="bf16"`` runs the backbone under bfloat16 autocast: about 2x
     faster on a CPU with AVX-512 bf16, and within noise of fp32 in our sweep
-    (README); evaluation and inference still run the model in fp32.
+    (README); evaluation and inference still run the model in fp32. ``tail``
+    stops that many stages early (partial fine-tuning trains the rest).
     """
     if precision not in FEATURE_PRECISIONS:
         raise ValueError(f"feature precision must be one of {', '.join(FEATURE_PRECISIONS)}, got {precision!r}")
@@ -51,7 +52,7 @@ def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16,
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            features = model.features(x)
+            features = model.features(x, tail=tail) if tail else model.features(x)
         chunks.append(features.to("cpu", torch.float16).contiguous())
         oks.append(batch["ok"].bool())
     model.train(was_training)

@@ -7,7 +7,9 @@ validation loss. ``train.freeze_backbone_epochs`` adds the seed's recipe:
 train the head alone first, then fine-tune everything at a lower rate.
 ``train.backbone=frozen`` trains the head alone throughout, and ``cached``
 does so on backbone features computed once per image (the CPU recipe for
-ImageNet transfer, :mod:`xraylens.features`). ``train.optimizer=adamw`` with
+ImageNet transfer, :mod:`xraylens.features`). ``train.trainable_stages``
+makes either a partial fine-tune: the backbone's last stages train as well
+(cached features are then taken before them). ``train.optimizer=adamw`` with
 ``train.schedule=onecycle`` is warmup then cosine decay, stepped per batch.
 ``train.box_fraction`` adds, for the images whose true boxes it uses, a loss
 on the model's instance map (:func:`box_loss`).
@@ -43,6 +45,7 @@ from xraylens.datamodule import RadiographDataModule, load_training_data, loss_w
 from xraylens.models import (
     CheckpointMeta,
     backbone_parameters,
+    backbone_tail,
     create_model_from_config,
     has_feature_split,
     head_layer,
@@ -79,10 +82,16 @@ class RadiographClassifier(L.LightningModule):
         super().__init__()
         self.net = net.to(memory_format=torch.channels_last) if cfg.train.channels_last else net
         self.cfg = cfg
+        try:
+            self.tail = backbone_tail(self.net, cfg.model.name, cfg.train.trainable_stages)
+        except ValueError as exc:
+            raise ConfigError(f"train.trainable_stages={cfg.train.trainable_stages}: {exc}") from exc
         if cfg.train.backbone != "finetune":
             # never unfrozen, so DDP can leave these out of its all-reduce from the start
             for p in backbone_parameters(self.net, cfg.model.name):
                 p.requires_grad_(False)
+            for p in self._tail_parameters():
+                p.requires_grad_(True)
         self.data_summary = dict(data_summary or {})
         weights = loss_weights or {}
         table = [[float(v) for v in weights.get(part, [1.0, 1.0])] for part in BODY_PARTS]
@@ -99,13 +108,17 @@ class RadiographClassifier(L.LightningModule):
         """(B, C, S, S) normalised images -> (B, 1) logits of P(abnormal)."""
         return self.net(x)
 
+    def _tail_parameters(self) -> list[nn.Parameter]:
+        return [p for stage in self.tail for p in stage.parameters()]
+
     def _logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B,) logits from images, or from stored backbone features (``train.backbone=cached``).
 
         With box masks in the batch, also the (B, h, w) instance map behind them.
         """
-        if "features" in batch:
-            features = batch["features"]
+        tail = 0
+        if "features" in batch:  # stored before the trainable stages, which run here
+            features, tail = batch["features"], self.cfg.train.trainable_stages
         else:
             x = batch["image"]
             if self.cfg.train.channels_last:
@@ -114,8 +127,8 @@ class RadiographClassifier(L.LightningModule):
                 return self.net(x).squeeze(1).float(), None
             features = self.net.features(x)
         if "mask" not in batch:
-            return self.net.classify_features(features).squeeze(1).float(), None
-        logits, cells = self.net.classify_with_map(features)
+            return self.net.classify_features(features, tail).squeeze(1).float(), None
+        logits, cells = self.net.classify_with_map(features, tail)
         return logits.squeeze(1).float(), cells.float()
 
     # ------------------------------------------------------------ steps
@@ -166,6 +179,8 @@ class RadiographClassifier(L.LightningModule):
             # gradients it all-reduces when it wraps the model, so parameters unfrozen later would never sync.
             groups.append({"params": backbone_parameters(self.net, name), "lr": 0.0 if frozen else t.lr,
                            "name": "backbone"})
+        elif self.tail:
+            groups.append({"params": self._tail_parameters(), "lr": t.lr * t.finetune_lr_factor, "name": "tail"})
         kind = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
         optimizer = kind(groups, lr=t.lr, weight_decay=t.weight_decay)
         if t.schedule == "onecycle":
@@ -181,7 +196,8 @@ class RadiographClassifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         if self.cfg.train.backbone != "finetune":
             # a frozen backbone keeps its ImageNet batch-norm statistics (train() would update them)
-            head_ids = {id(m) for m in head_layer(self.net, self.cfg.model.name).modules()}
+            trained = [head_layer(self.net, self.cfg.model.name), *self.tail]  # the trainable tail's BN learns
+            head_ids = {id(m) for part in trained for m in part.modules()}
             for module in self.net.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm) and id(module) not in head_ids:
                     module.eval()
@@ -333,6 +349,12 @@ def check_train_settings(cfg: ExperimentConfig) -> None:
     if t.box_fraction > 0 and not has_feature_split(cfg.model.name):
         raise ConfigError(f"train.box_fraction trains a model's own instance map, and {cfg.model.name} has none; "
                           "use a mil_* model (e.g. mil_efficientnet_lite0) or set train.box_fraction=0")
+    if t.trainable_stages < 0:
+        raise ConfigError(f"train.trainable_stages counts backbone stages, >= 0; got {t.trainable_stages}")
+    if t.trainable_stages > 0 and (t.backbone == "finetune" or not has_feature_split(cfg.model.name)):
+        raise ConfigError("train.trainable_stages (partial fine-tuning) applies to train.backbone=frozen or "
+                          f"cached with a mil_* model; got train.backbone={t.backbone}, model {cfg.model.name} "
+                          "(train.backbone=finetune already trains every stage)")
     if t.backbone == "cached" and not has_feature_split(cfg.model.name):
         raise ConfigError(f"train.backbone=cached needs a model that splits into features and a head "
                           f"(the mil_* models); {cfg.model.name} does not. Use train.backbone=frozen.")

@@ -22,6 +22,7 @@ from xraylens.models.factory import (
     MODEL_NAMES,
     architecture,
     backbone_parameters,
+    backbone_tail,
     create_model,
     create_model_from_config,
     has_feature_split,
@@ -37,7 +38,7 @@ from xraylens.models.weights import PretrainedWeightsError
 __all__ = [
     "ARCHITECTURES", "CHECKPOINT_FORMAT", "CHECKPOINT_FORMAT_VERSION", "LIGHTNING_PREFIX", "MODEL_NAMES", "POOLINGS",
     "Architecture", "CheckpointError", "CheckpointMeta", "GlobalPool", "LoadedModel", "PretrainedWeightsError",
-    "SpatialMIL", "architecture", "backbone_parameters", "create_model", "create_model_from_config", "get_submodule",
+    "SpatialMIL", "architecture", "backbone_parameters", "backbone_tail", "create_model", "create_model_from_config", "get_submodule",
     "has_feature_split", "head_layer", "head_parameters", "load_checkpoint", "preprocessing_for", "save_checkpoint",
     "target_layer",
 ]

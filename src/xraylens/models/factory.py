@@ -93,6 +93,18 @@ def backbone_parameters(model: nn.Module, name: str) -> list[nn.Parameter]:
     return [p for p in model.parameters() if id(p) not in head_ids]
 
 
+def backbone_tail(model: nn.Module, name: str, stages: int) -> list[nn.Module]:
+    """The backbone's last ``stages`` stages: what partial fine-tuning (``train.trainable_stages``) trains."""
+    if stages == 0:
+        return []
+    if not has_feature_split(name):
+        raise ValueError(f"{name} has no stage split for partial fine-tuning; use a mil_* model")
+    available = len(model.stages())
+    if stages > available:
+        raise ValueError(f"{name} has {available} backbone stages; cannot train the last {stages}")
+    return model.stages(stages)
+
+
 def has_feature_split(name: str) -> bool:
     """Whether model ``name`` computes ``classify_features(features(x))``, so frozen features can be cached.
 

@@ -49,16 +49,32 @@ class SpatialMIL(nn.Module):
         nn.init.zeros_(self.head[3].bias)
         self.pool = GlobalPool(pooling, flatten=True)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, S, S) -> (B, K, h, w) backbone features: what ``train.backbone=cached`` stores."""
-        return self.backbone(x)
+    def features(self, x: torch.Tensor, tail: int = 0) -> torch.Tensor:
+        """(B, C, S, S) -> (B, K, h, w) backbone features: what ``train.backbone=cached`` stores.
 
-    def classify_features(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, K, h, w) features -> (B, 1) logits."""
-        return self.pool(self.head(features))
+        ``tail`` > 0 stops before the last ``tail`` stages (partial fine-tuning,
+        ``train.trainable_stages``): those are run by :meth:`classify_features`.
+        """
+        if tail == 0:
+            return self.backbone(x)
+        x = self.backbone.bn1(self.backbone.conv_stem(x))
+        for stage in self.stages()[: len(self.backbone.blocks) - tail]:
+            x = stage(x)
+        return x
 
-    def classify_with_map(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def stages(self, last: int | None = None) -> list[nn.Module]:
+        """The backbone's stages (timm's ``blocks``), or only the ``last`` ones."""
+        stages = list(self.backbone.blocks)
+        return stages if last is None else stages[len(stages) - last :] if last else []
+
+    def classify_features(self, features: torch.Tensor, tail: int = 0) -> torch.Tensor:
+        """(B, K, h, w) features (taken ``tail`` stages early) -> (B, 1) logits."""
+        return self.classify_with_map(features, tail)[0]
+
+    def classify_with_map(self, features: torch.Tensor, tail: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1) logits and the (B, h, w) instance logits they pool: what box supervision trains."""
+        for stage in self.stages(tail):
+            features = stage(features)
         cells = self.head(features)
         return self.pool(cells), cells[:, 0]
 
