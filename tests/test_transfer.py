@@ -274,3 +274,18 @@ def test_bf16_features_are_close_to_fp32_ones_and_unknown_precisions_are_refused
     assert error < 0.05, error
     with pytest.raises(ValueError, match="bf16"):
         compute_features(model, Images(), progress=False, precision="fp8")
+
+
+def test_auto_precision_uses_bf16_only_where_the_cpu_computes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from xraylens import features
+
+    def cpuinfo(flags: str):
+        return lambda *args, **kwargs: io.StringIO(f"processor : 0\nflags\t\t: fpu sse2 {flags}\n")
+
+    monkeypatch.setattr(features, "open", cpuinfo("avx2 avx512f avx512_bf16"), raising=False)
+    assert features.resolve_precision("auto") == "bf16"
+    monkeypatch.setattr(features, "open", cpuinfo("avx2 avx512f"), raising=False)  # bf16 would be emulated
+    assert features.resolve_precision("auto") == "32"
+    assert features.resolve_precision("bf16") == "bf16" and features.resolve_precision("32") == "32"

@@ -96,7 +96,9 @@ class TrainConfig:
     # Partial fine-tuning (frozen/cached, mil_* models): the backbone's last N stages train too, at lr x
     # finetune_lr_factor; with "cached" the features are stored before them, so epochs stay cheap.
     trainable_stages: int = 0
-    feature_precision: str = "32"  # "bf16": compute cached features under bfloat16 autocast (~2x on CPUs)
+    # "bf16": compute cached features under bfloat16 autocast (~2x on CPUs with AVX-512 BF16 / AMX);
+    # "auto": bf16 where the hardware computes it natively, else 32
+    feature_precision: str = "32"
     optimizer: str = "adam"  # "adam" (the MURA paper's) or "adamw" (decoupled weight decay)
     # "plateau": lr / 10 when validation loss stalls (the paper's); "onecycle": warmup then cosine decay
     # over the whole run (warmup_fraction of the steps), stepped every batch

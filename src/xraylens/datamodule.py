@@ -245,7 +245,7 @@ class RadiographDataModule(L.LightningDataModule):
 
     def _features(self, table: pd.DataFrame, name: str, hflip: bool,
                   boxes: dict[int, np.ndarray] | None = None) -> Dataset:
-        from xraylens.features import FeatureSet, compute_features
+        from xraylens.features import FeatureSet, compute_features, resolve_precision
 
         images = self._dataset(table, train=False)  # un-augmented squares: features are computed once
         device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
@@ -255,8 +255,8 @@ class RadiographDataModule(L.LightningDataModule):
                                         channels_last=self.cfg.train.channels_last, progress=progress,
                                         precision=self.cfg.train.feature_precision,
                                         desc=f"frozen features ({name})", tail=self.cfg.train.trainable_stages)
-        log.info("computed frozen features for %d %s images: %s float16", len(features), name,
-                 tuple(features.shape[1:]))
+        log.info("computed frozen features for %d %s images: %s float16 (computed in %s)", len(features), name,
+                 tuple(features.shape[1:]), resolve_precision(self.cfg.train.feature_precision, device))
         masks = None if boxes is None else grid_masks(boxes, len(features), self.prep.size, features.shape[-2:])
         return FeatureSet(features, ok, torch.tensor(images.dataset.labels), torch.tensor(images.parts),
                           hflip=hflip, masks=masks)

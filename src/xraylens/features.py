@@ -23,7 +23,29 @@ from torch.utils.data import DataLoader, Dataset
 
 log = logging.getLogger(__name__)
 
-FEATURE_PRECISIONS = ("32", "bf16")
+FEATURE_PRECISIONS = ("32", "bf16", "auto")
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # native bfloat16 arithmetic; elsewhere it is emulated, slower
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """``"auto"`` -> ``"bf16"`` where the hardware computes bfloat16 natively, else ``"32"``.
+
+    Why not bf16 everywhere: on a CPU without AVX-512 BF16 or AMX the
+    conversion is emulated and can be slower than float32.
+    """
+    if precision != "auto":
+        return precision
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "32"
+    if kind != "cpu":
+        return "32"
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:  # not Linux: stay exact
+        return "32"
+    return "bf16" if any(flag in flags for flag in BF16_CPU_FLAGS) else "32"
 
 
 @torch.inference_mode()
@@ -36,11 +58,13 @@ def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16,
     (unreadable images get zero features and stay excluded from the loss).
     ``precision="bf16"`` runs the backbone under bfloat16 autocast: about 2x
     faster on a CPU with AVX-512 bf16, and within noise of fp32 in our sweep
-    (README); evaluation and inference still run the model in fp32. ``tail``
+    (README); evaluation and inference still run the model in fp32. ``"auto"``
+    picks bf16 where the hardware has it (:func:`resolve_precision`). ``tail``
     stops that many stages early (partial fine-tuning trains the rest).
     """
     if precision not in FEATURE_PRECISIONS:
         raise ValueError(f"feature precision must be one of {', '.join(FEATURE_PRECISIONS)}, got {precision!r}")
+    precision = resolve_precision(precision, device)
     from tqdm.auto import tqdm
 
     was_training = model.training
