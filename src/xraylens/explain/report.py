@@ -34,7 +34,7 @@ from xraylens.explain.scores import (
     localization_scores,
     summarize_localization,
 )
-from xraylens.models import LoadedModel, target_layer
+from xraylens.models import LoadedModel, architecture, target_layer
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,7 @@ def evaluate_explanations(
     results: dict[str, Any] = {
         "checkpoint": str(loaded.path), "model": name, "split": split, "n_images": len(images.rows),
         "kinds": kinds, "settings": asdict(settings),
+        "layer": settings.layer or architecture(name).target_layer,  # what gradient CAMs read
         "classifier": {"mean_probability": float(probs.mean()), "called_abnormal": float(called.mean()),
                        "threshold": meta.threshold},
         "localization": {}, "faithfulness": {}, "sanity": {}, "seconds_per_image": {},
@@ -286,7 +287,8 @@ def render_report(results: dict[str, Any]) -> str:
         f"{results['n_images']} abnormal images with ground-truth boxes; the classifier calls "
         f"{_pct(clf['called_abnormal'])} of them abnormal (threshold {clf['threshold']:.2f}, mean P = "
         f"{clf['mean_probability']:.2f}). Checkpoint: `{results['checkpoint']}`. CAM layer: "
-        f"`{results['settings'].get('layer') or 'the default (last feature map)'}`.",
+        f"`{results.get('layer') or results['settings'].get('layer') or 'the default'}`"
+        f"{'' if results['settings'].get('layer') else ' (the architecture default)'}.",
         "",
         "## Methods compared",
         "",
@@ -344,7 +346,8 @@ _HOW_TO_READ = """## How to read this
 - **Sanity check**: maps that survive randomising the weights explain the image, not the model
   (Adebayo et al. 2018). "Head-insensitive": the map did not change when only the classifier head was
   randomised (expected for Eigen-CAM, which ignores the class).
-- CAMs live on the last feature map (stride 32: a 4x4 grid at 128 px input), so small findings cannot be
-  boxed tightly at low resolution; IoU is the harshest score here. Score-CAM runs one forward pass per
+- CAMs live on one feature map, the CAM layer above (stride 32 for the torchvision models: a 4x4 grid at
+  128 px input; stride 16 for the mil_* models: 32x32 at 512 px), so small findings cannot be boxed
+  tightly on a coarse grid; IoU is the harshest score here. Score-CAM runs one forward pass per
   feature channel per image and is left out by default (add it with --methods and a small --limit).
 """
