@@ -7,7 +7,8 @@ DATA is a synthetic dataset (`xraylens data synth`, it needs boxes.csv), SIZE th
 LAYER where the backbone is cut (b4 = blocks.4, stride 16, what mil_efficientnet_lite0 uses; b5, b6 or
 head for stride 32), POOLS a comma list of topk,lse,max,avg,attn (gated attention MIL, Ilse et al.
 2018). Options: bf16 (extract the training features under bf16 autocast, evaluate on fp32 ones), hN
-(hidden width, default 128), kF (top-k fraction, default 0.02), eN (epochs, default 30). Features are
+(hidden width, default 128), kF (top-k fraction, default 0.02), eN (epochs, default 30), bF (box fraction:
+the balanced box loss of `train.box_fraction` on that share of training images, default 0). Features are
 stored in ./feats_*.pt and reused. Prints one JSON line per pooling: image AUROC on train and on the
 patient-grouped validation split, and study AUROC on the `valid` split overall and per finding kind
 (that kind's abnormal studies against all normal ones). The package's own recipe is the same head
@@ -167,7 +168,11 @@ def run(pool, epochs=EPOCHS, lr=1e-3, wd=1e-4, hidden=HIDDEN, flip=True, seed=0)
             sched.step()
             tot += loss.item() * len(b)
     h.eval()
-    evalf = torch.load(feat_file.replace("_bf16", "")) if BF16 else feats
+    fp32_file = feat_file.replace("_bf16", "")
+    try:  # evaluate on fp32 features when they exist (as the package does), else on the bf16 ones
+        evalf = torch.load(fp32_file) if BF16 else feats
+    except FileNotFoundError:
+        evalf = feats
     with torch.no_grad():
         p = torch.cat([torch.sigmoid(h(evalf[i:i+64].float())) for i in range(0, len(idx), 64)]).numpy()
     res = {"pool": pool, "box_fraction": BOX_FRACTION, "bf16": BF16, "hidden": hidden, "k": FRAC, "epochs": epochs, "train_loss": round(tot / len(tr), 3), "secs": round(time.time() - t0)}
@@ -175,6 +180,19 @@ def run(pool, epochs=EPOCHS, lr=1e-3, wd=1e-4, hidden=HIDDEN, flip=True, seed=0)
         res[f"{name}_img_auc"] = round(roc_auc_score(labels[rows], p[rows]), 3)
     t = idx.iloc[te].assign(p=p[te]).groupby("study_path").agg(p=("p", "mean"), label=("label", "first"))
     res["test_study_auc"] = round(roc_auc_score(t.label, t.p), 3)
+    # pointing on the cached grid: the hottest cell of an abnormal test image touches one of its boxes
+    boxed_test = [i for i in te if labels[i] == 1 and idx.at[i, "path"] in set(boxes["path"])]
+    if boxed_test:
+        with torch.no_grad():
+            cells = torch.cat([h.inst(evalf[boxed_test[j:j + 64]].float()).flatten(1)
+                               for j in range(0, len(boxed_test), 64)])
+        hit = box_masks(boxed_test).gather(1, cells.argmax(1, keepdim=True))[:, 0]
+        res["pointing"] = round(float(hit.mean()), 3)
+        kind_of = boxes.groupby("path")["kind"].first()
+        for kind in ("fracture", "hardware", "lesion"):
+            sel = np.array([kind_of[idx.at[i, "path"]] == kind for i in boxed_test])
+            if sel.any():
+                res[f"pointing_{kind}"] = round(float(hit[torch.from_numpy(sel)].mean()), 3)
     for kind in ("fracture", "hardware", "lesion"):
         has = np.array([kind in kinds_per_study.get(s, set()) for s in t.index])
         sel = (t.label == 0) | has
