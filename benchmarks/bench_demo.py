@@ -58,8 +58,8 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="after --: more `xraylens demo` arguments")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    print(f"xraylens demo {'(full)' if args.full else '--quick'} {' '.join(args.extra)}, "
-          f"{args.repeats} run(s); seconds per stage", flush=True)
+    command = " ".join(["xraylens demo", *([] if args.full else ["--quick"]), *args.extra])
+    print(f"{command}: {args.repeats} run(s); seconds per stage", flush=True)
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench_demo.") as tmp:
         for i in range(args.repeats):
