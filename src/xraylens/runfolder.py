@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,13 +133,22 @@ class BestCopy(Checkpoint):
         self.copied = best
 
 
+FIGURE_EVERY_S = 20.0  # the history figure costs ~0.5 s of matplotlib: more than a cached-head epoch
+
+
 class RunFiles(Callback):
-    """Writes ``config.yaml`` at the start and refreshes ``metrics.csv`` + the history figure every epoch."""
+    """Writes ``config.yaml`` at the start and refreshes ``metrics.csv`` every epoch.
+
+    The history figure is redrawn at most every ``FIGURE_EVERY_S`` seconds
+    (and always at the end, by :func:`write_history` in ``fit``): redrawing it
+    every epoch made 30 one-second head epochs 3x slower (bench_training.py).
+    """
 
     def __init__(self, run_dir: Path, cfg: ExperimentConfig) -> None:
         self.run_dir = run_dir
         self.cfg = cfg
         self.first_epoch: int | None = None
+        self.drawn_at = time.monotonic()
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -154,11 +164,13 @@ class RunFiles(Callback):
         if self.first_epoch is None:
             self.first_epoch = trainer.current_epoch
         elif trainer.is_global_zero:
-            write_history(trainer, self.run_dir)
+            draw = time.monotonic() - self.drawn_at >= FIGURE_EVERY_S
+            write_history(trainer, self.run_dir, figure=draw)
+            self.drawn_at = time.monotonic() if draw else self.drawn_at
 
 
-def write_history(trainer: L.Trainer, run_dir: Path) -> pd.DataFrame:
-    """Flush the CSV logger, merge its files into ``RUN/metrics.csv`` and redraw the history figure."""
+def write_history(trainer: L.Trainer, run_dir: Path, *, figure: bool = True) -> pd.DataFrame:
+    """Flush the CSV logger, merge its files into ``RUN/metrics.csv`` and (``figure``) redraw the history figure."""
     from xraylens.plots.history import plot_history
 
     for logger in trainer.loggers:
@@ -168,6 +180,8 @@ def write_history(trainer: L.Trainer, run_dir: Path) -> pd.DataFrame:
     if table.empty:
         return table
     atomic_write_text(run_dir / "metrics.csv", table.to_csv(index=False))
+    if not figure:
+        return table
     module = trainer.lightning_module
     title = None
     if module is not None and hasattr(module, "cfg"):
