@@ -7,7 +7,7 @@ DATA is a synthetic dataset (`xraylens data synth`, it needs boxes.csv), SIZE th
 LAYER where the backbone is cut (b4 = blocks.4, stride 16, what mil_efficientnet_lite0 uses; b5, b6 or
 head for stride 32), POOLS a comma list of topk,lse,max,avg,attn (gated attention MIL, Ilse et al.
 2018). Options: bf16 (extract the training features under bf16 autocast, evaluate on fp32 ones), hN
-(hidden width, default 128), kF (top-k fraction, default 0.02), eN (epochs, default 30), bF (box fraction:
+(hidden width, default 128), kF (top-k fraction, default 0.02), eN (epochs, default 30), boxF (box fraction:
 the balanced box loss of `train.box_fraction` on that share of training images, default 0). Features are
 stored in ./feats_*.pt and reused. Prints one JSON line per pooling: image AUROC on train and on the
 patient-grouped validation split, and study AUROC on the `valid` split overall and per finding kind
@@ -37,7 +37,7 @@ BF16 = "bf16" in sys.argv[5:] if len(sys.argv) > 5 else False
 HIDDEN = int(next((a[1:] for a in sys.argv[5:] if a.startswith("h")), 128))
 FRAC = float(next((a[1:] for a in sys.argv[5:] if a.startswith("k")), 0.02))
 EPOCHS = int(next((a[1:] for a in sys.argv[5:] if a.startswith("e")), 30))
-BOX_FRACTION = float(next((a[1:] for a in sys.argv[5:] if a.startswith("b")), 0.0))
+BOX_FRACTION = float(next((a[3:] for a in sys.argv[5:] if a.startswith("box")), 0.0))
 tag = f"{root.strip('/').split('/')[-1]}_{size}_{layer}"
 feat_file = f"feats_{tag}{'_bf16' if BF16 else ''}.pt"
 
