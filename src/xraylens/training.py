@@ -144,7 +144,7 @@ class RadiographClassifier(L.LightningModule):
         loss = (per_image * weights).sum() / n_ok.clamp(min=1)
         if cells is not None:
             boxes = box_loss(cells, batch["mask"], batch["boxed"].bool() & ok) / n_ok.clamp(min=1)
-            self.log(f"{stage}_box_loss", boxes.detach(), on_step=False, on_epoch=True)
+            self.log(f"{stage}_box_loss", boxes.detach(), on_step=False, on_epoch=True, sync_dist=True)
             loss = loss + self.cfg.train.box_weight * boxes
         probs = torch.sigmoid(logits.detach())[ok]
         target = y[ok].long()
