@@ -127,14 +127,21 @@ def summarize_localization(rows: Sequence[dict[str, float]]) -> dict[str, float]
 
 
 def blurred(images: torch.Tensor, sigma_fraction: float = 1 / 16) -> torch.Tensor:
-    """Heavily blurred copies: the 'removed' pixels (less out-of-distribution than black or the mean)."""
-    from torchvision.transforms.functional import gaussian_blur
+    """Heavily blurred copies: the 'removed' pixels (less out-of-distribution than black or the mean).
+
+    OpenCV's separable filter, not torchvision's 2-D convolution: at 512 px the
+    kernel is 193 x 193, 3.3 s for 4 images there against milliseconds here.
+    Reflect-101 borders, as torchvision's ``gaussian_blur``.
+    """
+    import cv2
 
     size = images.shape[-1]
     sigma = max(size * sigma_fraction, 1.0)
     kernel = int(2 * math.ceil(3 * sigma) + 1)
     kernel = min(kernel, 2 * (size // 2) - 1) if kernel > size else kernel
-    return gaussian_blur(images, [kernel, kernel], [sigma, sigma])
+    planes = images.detach().float().cpu().numpy().reshape(-1, *images.shape[-2:])
+    out = np.stack([cv2.GaussianBlur(p, (kernel, kernel), sigma, borderType=cv2.BORDER_REFLECT_101) for p in planes])
+    return torch.from_numpy(out).view(images.shape).to(images.device, images.dtype)
 
 
 def _orders(heatmaps: np.ndarray, rng: np.random.Generator, random_order: bool) -> np.ndarray:
@@ -144,6 +151,9 @@ def _orders(heatmaps: np.ndarray, rng: np.random.Generator, random_order: bool) 
     if random_order:
         return np.argsort(jitter, axis=1)
     return np.stack([np.lexsort((j, -f)) for f, j in zip(flat, jitter, strict=True)])
+
+
+MAX_FORWARD_PIXELS = 4 * 512 * 512  # input pixels per forward pass of the deletion/insertion curves
 
 
 @torch.no_grad()
@@ -183,7 +193,10 @@ def deletion_insertion(
         deletion = x * (1 - masks) + blur * masks
         insertion = blur * (1 - masks) + x * masks
         batch = torch.cat([deletion, insertion]).flatten(0, 1)  # (2 g (steps+1), C, S, S)
-        probs = torch.sigmoid(model(batch).reshape(-1) / temperature).view(2, -1, steps + 1)
+        # large inputs in small forward chunks: per image, big batches at 512 px are slower on a CPU
+        chunk = max(1, MAX_FORWARD_PIXELS // (s * s))
+        logits = torch.cat([model(part).reshape(-1) for part in batch.split(chunk)])
+        probs = torch.sigmoid(logits / temperature).view(2, -1, steps + 1)
         curves[:, idx] = probs.cpu().numpy()
     auc = (curves.sum(2) - (curves[:, :, 0] + curves[:, :, -1]) / 2) / steps
     return {"deletion_auc": auc[0], "insertion_auc": auc[1], "deletion_curve": curves[0], "insertion_curve": curves[1]}
