@@ -76,7 +76,7 @@ def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16,
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            features = model.features(x, tail=tail) if tail else model.features(x)
+            features = model.features(x, tail=tail)
         chunks.append(features.to("cpu", torch.float16).contiguous())
         oks.append(batch["ok"].bool())
     model.train(was_training)

@@ -65,7 +65,9 @@ class SpatialMIL(nn.Module):
     def stages(self, last: int | None = None) -> list[nn.Module]:
         """The backbone's stages (timm's ``blocks``), or only the ``last`` ones."""
         stages = list(self.backbone.blocks)
-        return stages if last is None else stages[len(stages) - last :] if last else []
+        if last is None:
+            return stages
+        return stages[len(stages) - last :] if last > 0 else []
 
     def classify_features(self, features: torch.Tensor, tail: int = 0) -> torch.Tensor:
         """(B, K, h, w) features (taken ``tail`` stages early) -> (B, 1) logits."""
