@@ -166,7 +166,8 @@ class RunFiles(Callback):
         elif trainer.is_global_zero:
             draw = time.monotonic() - self.drawn_at >= FIGURE_EVERY_S
             write_history(trainer, self.run_dir, figure=draw)
-            self.drawn_at = time.monotonic() if draw else self.drawn_at
+            if draw:
+                self.drawn_at = time.monotonic()
 
 
 def write_history(trainer: L.Trainer, run_dir: Path, *, figure: bool = True) -> pd.DataFrame:
