@@ -90,7 +90,7 @@ def test_every_architecture_trains_with_every_pooling(name: str, pooling: str) -
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, f"{name}/{pooling}: parameters without a gradient: {missing[:5]}"
     pools = [m for m in model.modules() if isinstance(m, GlobalPool)]
-    assert [p.kind for p in pools] == [pooling]
+    assert pools and {p.kind for p in pools} == {pooling}  # a global-local model pools its crops alike
     assert target_layer(model, name) is not None
 
 

@@ -12,7 +12,8 @@ makes either a partial fine-tune: the backbone's last stages train as well
 (cached features are then taken before them). ``train.optimizer=adamw`` with
 ``train.schedule=onecycle`` is warmup then cosine decay, stepped per batch.
 ``train.box_fraction`` adds, for the images whose true boxes it uses, a loss
-on the model's instance map (:func:`box_loss`).
+on the model's instance map (:func:`box_loss`). A global-local model
+(``gmic_*``) has its global and local logits trained beside the fused one.
 
 Scale comes from Lightning: ``train.accelerator/devices/num_nodes/strategy/
 precision`` go straight to ``lightning.Trainer``. Metrics are torchmetrics
@@ -44,10 +45,12 @@ from xraylens.config import BODY_PARTS, ConfigError, ExperimentConfig, to_dict
 from xraylens.datamodule import RadiographDataModule, load_training_data, loss_weights
 from xraylens.models import (
     CheckpointMeta,
+    architecture,
     backbone_parameters,
     backbone_tail,
     create_model_from_config,
     has_feature_split,
+    has_logit_parts,
     head_layer,
     head_parameters,
     preprocessing_for,
@@ -92,6 +95,7 @@ class RadiographClassifier(L.LightningModule):
                 p.requires_grad_(False)
             for p in self._tail_parameters():
                 p.requires_grad_(True)
+        self.logit_parts = has_logit_parts(cfg.model.name)
         self.data_summary = dict(data_summary or {})
         weights = loss_weights or {}
         table = [[float(v) for v in weights.get(part, [1.0, 1.0])] for part in BODY_PARTS]
@@ -111,10 +115,11 @@ class RadiographClassifier(L.LightningModule):
     def _tail_parameters(self) -> list[nn.Parameter]:
         return [p for stage in self.tail for p in stage.parameters()]
 
-    def _logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
         """(B,) logits from images, or from stored backbone features (``train.backbone=cached``).
 
-        With box masks in the batch, also the (B, h, w) instance map behind them.
+        With box masks in the batch, also the (B, h, w) instance map behind them. A global-local model
+        adds its global and local logits (GMIC's loss supervises all three), else the list is empty.
         """
         tail = 0
         if "features" in batch:  # stored before the trainable stages, which run here
@@ -123,25 +128,32 @@ class RadiographClassifier(L.LightningModule):
             x = batch["image"]
             if self.cfg.train.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            if self.logit_parts:
+                parts = self.net.forward_parts(x)
+                cells = parts.cells.float() if "mask" in batch else None
+                return (parts.logit.squeeze(1).float(), cells,
+                        [parts.global_logit.squeeze(1).float(), parts.local_logit.squeeze(1).float()])
             if "mask" not in batch:
-                return self.net(x).squeeze(1).float(), None
+                return self.net(x).squeeze(1).float(), None, []
             features = self.net.features(x)
         if "mask" not in batch:
-            return self.net.classify_features(features, tail).squeeze(1).float(), None
+            return self.net.classify_features(features, tail).squeeze(1).float(), None, []
         logits, cells = self.net.classify_with_map(features, tail)
-        return logits.squeeze(1).float(), cells.float()
+        return logits.squeeze(1).float(), cells.float(), []
 
     # ------------------------------------------------------------ steps
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         y = batch["label"].float()  # (B,)
         ok = batch["ok"].bool()  # (B,)
-        logits, cells = self._logits(batch)  # (B,), (B, h, w) or None
-        per_image = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        logits, cells, auxiliary = self._logits(batch)  # (B,), (B, h, w) or None, [(B,), ...]
         weights = self.class_weights[batch["part"], y.long()] * ok  # unreadable images weigh nothing
         n_ok = ok.sum()
-        # Mean over readable images; a batch with none gives a zero loss that still reaches every parameter.
-        loss = (per_image * weights).sum() / n_ok.clamp(min=1)
+        loss = logits.new_zeros(())
+        for each in (logits, *auxiliary):
+            per_image = F.binary_cross_entropy_with_logits(each, y, reduction="none")
+            # Mean over readable images; a batch with none gives a zero loss that still reaches every parameter.
+            loss = loss + (per_image * weights).sum() / n_ok.clamp(min=1)
         if cells is not None:
             boxes = box_loss(cells, batch["mask"], batch["boxed"].bool() & ok) / n_ok.clamp(min=1)
             self.log(f"{stage}_box_loss", boxes.detach(), on_step=False, on_epoch=True, sync_dist=True)
@@ -346,9 +358,9 @@ def check_train_settings(cfg: ExperimentConfig) -> None:
                           "train.freeze_backbone_epochs applies to train.backbone=finetune only")
     if not 0.0 <= t.box_fraction <= 1.0:
         raise ConfigError(f"train.box_fraction is a share of the training images, in [0, 1]; got {t.box_fraction}")
-    if t.box_fraction > 0 and not has_feature_split(cfg.model.name):
+    if t.box_fraction > 0 and not architecture(cfg.model.name).native_map:
         raise ConfigError(f"train.box_fraction trains a model's own instance map, and {cfg.model.name} has none; "
-                          "use a mil_* model (e.g. mil_efficientnet_lite0) or set train.box_fraction=0")
+                          "use a mil_* or gmic_* model (e.g. mil_efficientnet_lite0) or set train.box_fraction=0")
     if t.trainable_stages < 0:
         raise ConfigError(f"train.trainable_stages counts backbone stages, >= 0; got {t.trainable_stages}")
     if t.trainable_stages > 0 and (t.backbone == "finetune" or not has_feature_split(cfg.model.name)):
@@ -356,8 +368,10 @@ def check_train_settings(cfg: ExperimentConfig) -> None:
                           f"cached with a mil_* model; got train.backbone={t.backbone}, model {cfg.model.name} "
                           "(train.backbone=finetune already trains every stage)")
     if t.backbone == "cached" and not has_feature_split(cfg.model.name):
+        why = (" (its crops follow the global map as it learns, so no feature is fixed)"
+               if has_logit_parts(cfg.model.name) else "")
         raise ConfigError(f"train.backbone=cached needs a model that splits into features and a head "
-                          f"(the mil_* models); {cfg.model.name} does not. Use train.backbone=frozen.")
+                          f"(the mil_* models); {cfg.model.name} does not{why}. Use train.backbone=frozen.")
 
 
 def _check_fresh(run_dir: Path) -> None:

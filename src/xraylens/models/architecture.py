@@ -27,7 +27,7 @@ class Architecture:
     stem: str  # first convolution (adapted for one-channel input)
     head: str  # the trainable head: a one-logit nn.Linear, or the MIL instance classifier
     target_layer: str  # default CAM layer: the last spatial feature map the head reads
-    family: str = "torchvision"  # "torchvision", "timm" or "mil": which builder makes it
+    family: str = "torchvision"  # "torchvision", "timm", "mil" or "gmic": which builder makes it
     head_dropout: str | None = None  # nn.Dropout right before the head, if any
     # Modules between target_layer output and global pooling (for the classic CAM):
     # densenet applies ReLU after ``features``; others feed the pooled map straight to the head.
@@ -41,6 +41,7 @@ class Architecture:
     mean: tuple[float, float, float] = IMAGENET_MEAN  # what the ImageNet weights were trained with
     std: tuple[float, float, float] = IMAGENET_STD
     library_name: str = ""  # the name in torchvision / timm when it differs from ours
+    extra_stems: tuple[str, ...] = ()  # further first convolutions that read the image (a global-local model's)
 
 
 def get_submodule(model: nn.Module, dotted: str) -> nn.Module:

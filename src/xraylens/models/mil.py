@@ -43,10 +43,7 @@ class SpatialMIL(nn.Module):
                  pooling: str = "topk") -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1), nn.ReLU(), nn.Dropout2d(dropout), nn.Conv2d(hidden, 1, 1))
-        nn.init.normal_(self.head[3].weight, std=0.01)
-        nn.init.zeros_(self.head[3].bias)
+        self.head = instance_classifier(channels, hidden, dropout)
         self.pool = GlobalPool(pooling, flatten=True)
 
     def features(self, x: torch.Tensor, tail: int = 0) -> torch.Tensor:
@@ -88,17 +85,24 @@ class SpatialMIL(nn.Module):
         return self.classify_features(self.features(x))
 
 
-def build_mil(name: str, arch: Architecture, *, pretrained: bool, weights_path: str | None,
-              dropout: float, pooling: str) -> nn.Module:
-    """The timm backbone (with its ImageNet weights, if asked) cut at stride 16, plus the MIL head."""
-    library = arch.library_name
+def instance_classifier(channels: int, hidden: int, dropout: float) -> nn.Sequential:
+    """1x1 convolutions scoring every cell: (B, channels, h, w) -> (B, 1, h, w); starts near logit 0."""
+    head = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(), nn.Dropout2d(dropout), nn.Conv2d(hidden, 1, 1))
+    nn.init.normal_(head[3].weight, std=0.01)
+    nn.init.zeros_(head[3].bias)
+    return head
+
+
+def stride16_backbone(library: str, *, pretrained: bool, weights_path: str | None) -> tuple[nn.Module, int]:
+    """The timm backbone (with its ImageNet weights, if asked) cut at stride 16, and its output channels."""
     full = timm_backbone(library, pretrained=pretrained, weights_path=weights_path)
     kept = nn.Sequential(*list(full.blocks.children())[: _CUT[library]])
-    backbone = nn.Sequential(OrderedDict(conv_stem=full.conv_stem, bn1=full.bn1, blocks=kept))
-    channels = _out_channels(kept)
+    convs = [m for m in kept.modules() if isinstance(m, nn.Conv2d)]
+    return nn.Sequential(OrderedDict(conv_stem=full.conv_stem, bn1=full.bn1, blocks=kept)), convs[-1].out_channels
+
+
+def build_mil(name: str, arch: Architecture, *, pretrained: bool, weights_path: str | None,
+              dropout: float, pooling: str) -> nn.Module:
+    """The stride-16 backbone plus the MIL head."""
+    backbone, channels = stride16_backbone(arch.library_name, pretrained=pretrained, weights_path=weights_path)
     return SpatialMIL(backbone, channels, dropout=dropout, pooling=pooling)
-
-
-def _out_channels(blocks: nn.Sequential) -> int:
-    convs = [m for m in blocks.modules() if isinstance(m, nn.Conv2d)]
-    return convs[-1].out_channels
