@@ -8,7 +8,9 @@ LAYER where the backbone is cut (b4 = blocks.4, stride 16, what mil_efficientnet
 head for stride 32), POOLS a comma list of topk,lse,max,avg,attn (gated attention MIL, Ilse et al.
 2018). Options: bf16 (extract the training features under bf16 autocast, evaluate on fp32 ones), hN
 (hidden width, default 128), kF (top-k fraction, default 0.02), eN (epochs, default 30), boxF (box fraction:
-the balanced box loss of `train.box_fraction` on that share of training images, default 0). Features are
+the balanced box loss of `train.box_fraction` on that share of training images, default 0), dF (head dropout,
+default 0.1; the package's demo_cpu uses 0.2), sN (seed), parts (the package's per-body-part class weights
+instead of one pos_weight). Features are
 stored in ./feats_*.pt and reused. Prints one JSON line per pooling: image AUROC on train and on the
 patient-grouped validation split, and study AUROC on the `valid` split overall and per finding kind
 (that kind's abnormal studies against all normal ones). The package's own recipe is the same head
@@ -38,6 +40,9 @@ HIDDEN = int(next((a[1:] for a in sys.argv[5:] if a.startswith("h")), 128))
 FRAC = float(next((a[1:] for a in sys.argv[5:] if a.startswith("k")), 0.02))
 EPOCHS = int(next((a[1:] for a in sys.argv[5:] if a.startswith("e")), 30))
 BOX_FRACTION = float(next((a[3:] for a in sys.argv[5:] if a.startswith("box")), 0.0))
+DROPOUT = float(next((a[1:] for a in sys.argv[5:] if a.startswith("d")), 0.1))
+SEED = int(next((a[1:] for a in sys.argv[5:] if a.startswith("s")), 0))
+PART_WEIGHTS = "parts" in sys.argv[5:]  # the package's per-body-part class weights instead of one pos_weight
 tag = f"{root.strip('/').split('/')[-1]}_{size}_{layer}"
 feat_file = f"feats_{tag}{'_bf16' if BF16 else ''}.pt"
 
@@ -112,7 +117,7 @@ masks = box_masks(boxed) if len(boxed) else torch.zeros(0)
 class Head(nn.Module):
     def __init__(self, pool, hidden=128, k=0.02):
         super().__init__()
-        self.inst = nn.Sequential(nn.Conv2d(C, hidden, 1), nn.ReLU(), nn.Dropout2d(0.1), nn.Conv2d(hidden, 1, 1))
+        self.inst = nn.Sequential(nn.Conv2d(C, hidden, 1), nn.ReLU(), nn.Dropout2d(DROPOUT), nn.Conv2d(hidden, 1, 1))
         self.pool, self.k = pool, k
         if pool == "attn":
             self.V = nn.Conv2d(C, hidden, 1)
@@ -133,13 +138,17 @@ class Head(nn.Module):
         a = self.w(torch.tanh(self.V(f)) * torch.sigmoid(self.U(f))).flatten(1).softmax(1)
         return (a * s).sum(1)
 
-def run(pool, epochs=EPOCHS, lr=1e-3, wd=1e-4, hidden=HIDDEN, flip=True, seed=0):
+def run(pool, epochs=EPOCHS, lr=1e-3, wd=1e-4, hidden=HIDDEN, flip=True, seed=SEED):
     torch.manual_seed(seed)
     h = Head(pool, hidden, FRAC)
     opt = torch.optim.AdamW(h.parameters(), lr=lr, weight_decay=wd)
     steps = epochs * int(np.ceil(len(tr) / 32))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     pos = labels[tr].mean()
+    if PART_WEIGHTS:
+        from xraylens.datamodule import loss_weights
+        table = loss_weights(idx.iloc[tr])
+        image_weights = torch.tensor([table[p][int(y)] for p, y in zip(idx["body_part"], labels.long().tolist(), strict=True)])
     t0 = time.time()
     for ep in range(epochs):
         h.train()
@@ -151,7 +160,10 @@ def run(pool, epochs=EPOCHS, lr=1e-3, wd=1e-4, hidden=HIDDEN, flip=True, seed=0)
             flip_now = flip and np.random.rand() < 0.5
             if flip_now:
                 f = f.flip(-1)
-            loss = F.binary_cross_entropy_with_logits(h(f), labels[b], pos_weight=(1 - pos) / pos)
+            if PART_WEIGHTS:
+                loss = (F.binary_cross_entropy_with_logits(h(f), labels[b], reduction="none") * image_weights[b]).mean()
+            else:
+                loss = F.binary_cross_entropy_with_logits(h(f), labels[b], pos_weight=(1 - pos) / pos)
             sup = [j for j, i in enumerate(b) if int(i) in box_row]
             if sup:  # Li et al. 2018: in- and out-of-box cells of the boxed images, balanced
                 target = masks[[box_row[int(b[j])] for j in sup]]
@@ -175,7 +187,7 @@ def run(pool, epochs=EPOCHS, lr=1e-3, wd=1e-4, hidden=HIDDEN, flip=True, seed=0)
         evalf = feats
     with torch.no_grad():
         p = torch.cat([torch.sigmoid(h(evalf[i:i+64].float())) for i in range(0, len(idx), 64)]).numpy()
-    res = {"pool": pool, "box_fraction": BOX_FRACTION, "bf16": BF16, "hidden": hidden, "k": FRAC, "epochs": epochs, "train_loss": round(tot / len(tr), 3), "secs": round(time.time() - t0)}
+    res = {"pool": pool, "dropout": DROPOUT, "seed": seed, "part_weights": PART_WEIGHTS, "box_fraction": BOX_FRACTION, "bf16": BF16, "hidden": hidden, "k": FRAC, "epochs": epochs, "train_loss": round(tot / len(tr), 3), "secs": round(time.time() - t0)}
     for name, rows in (("train", tr), ("val", va)):
         res[f"{name}_img_auc"] = round(roc_auc_score(labels[rows], p[rows]), 3)
     t = idx.iloc[te].assign(p=p[te]).groupby("study_path").agg(p=("p", "mean"), label=("label", "first"))
