@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from xraylens.config import BODY_PARTS, ExperimentConfig
+from xraylens.config import ALL_BODY_PARTS, BODY_PARTS, ExperimentConfig
 from xraylens.data.augment import train_transform
 from xraylens.data.boxes import (
     TrueBox,
@@ -164,7 +164,7 @@ def loss_weights(train: pd.DataFrame, weighted: bool = True) -> dict[str, list[f
     with only one class keeps equal weights (the formula would give its
     images zero weight). ``weighted=False`` gives every image weight 1.
     """
-    weights = {part: [1.0, 1.0] for part in BODY_PARTS}
+    weights = {part: [1.0, 1.0] for part in (*BODY_PARTS, *sorted(set(train["body_part"]) - set(BODY_PARTS)))}
     if not weighted:
         return weights
     for part, rows in train.groupby("body_part"):
@@ -193,11 +193,11 @@ def grid_masks(boxes: dict[int, np.ndarray], count: int, size: int, grid: tuple[
 
 
 class TaggedDataset(Dataset):
-    """A :class:`RadiographDataset` whose samples also carry ``part``, the body part's index in BODY_PARTS."""
+    """A :class:`RadiographDataset` whose samples also carry ``part``, the body part's index in ALL_BODY_PARTS."""
 
     def __init__(self, dataset: RadiographDataset) -> None:
         self.dataset = dataset
-        self.parts = np.array([BODY_PARTS.index(p) for p in dataset.table["body_part"]], dtype=np.int64)
+        self.parts = np.array([ALL_BODY_PARTS.index(p) for p in dataset.table["body_part"]], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.dataset)
