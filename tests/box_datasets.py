@@ -194,8 +194,9 @@ class GrazFixture:
     images: tuple[WristImage, ...] = WRIST_IMAGES
 
     def path_of(self, stem: str) -> str:
+        """Where the reader finds ``stem``: a copy in an earlier part wins."""
         image = next(i for i in self.images if i.stem == stem)
-        return f"images_part{image.part}/{stem}.png"
+        return f"images_part{1 if stem == WRIST_STORED_TWICE else image.part}/{stem}.png"
 
 
 def write_grazpedwri(parent: Path) -> GrazFixture:
