@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image, ImageOps
 
@@ -195,3 +196,27 @@ def test_data_summary_shows_format_boxes_and_problems(tmp_path: Path, capsys: py
     assert main(["data", "summary", str(tmp_path), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("GRAZPEDWRI-DX at") and "boxes: 9 on 7 images" in text
+
+
+def test_training_data_and_the_cache_read_a_box_dataset(tmp_path: Path) -> None:
+    from xraylens.config import load_config
+    from xraylens.data.cache import build_cache, default_cache_dir
+    from xraylens.data.dataset import RadiographDataset
+    from xraylens.datamodule import TaggedDataset, load_training_data, loss_weights
+    from xraylens.models import preprocessing_for
+
+    fixture = write_fracatlas(tmp_path)
+    cfg = load_config("scratch_cpu", [f"data.root={tmp_path}", "data.image_size=32", "data.val_fraction=0.25",
+                                      "train.box_fraction=1.0", "data.cache=off"])
+    data = load_training_data(cfg, progress=False)
+    assert data.root == fixture.root and len(data.train) + len(data.val) == 10  # the 2 test images left out
+    boxed = {data.train["path"].iat[i] for i, boxes in data.train_boxes.items() if len(boxes)}
+    assert boxed and boxed <= set(open_dataset(fixture.root, progress=False).boxes)  # the release's own boxes
+    weights = loss_weights(data.train)
+    assert set(data.train["body_part"]) <= set(weights)  # XR_LEG, XR_HIP, XR_MIXED weigh their classes too
+    parts = TaggedDataset(RadiographDataset(data.train, preprocessing_for(cfg.model, 32))).parts
+    assert len(set(parts)) == data.train["body_part"].nunique()
+    folder = build_cache(tmp_path, 32, workers=1, progress=False)
+    assert folder == default_cache_dir(fixture.root, 32) == fixture.root / ".xraylens_cache" / "size32"
+    cached = pd.read_csv(folder / "index.csv")
+    assert len(cached) == 12 and cached.set_index("path")["ok"].sum() == 11  # the truncated JPEG: ok=0
