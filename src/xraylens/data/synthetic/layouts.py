@@ -74,6 +74,8 @@ def generate_layout(out: str | Path, layout: str, **settings: Any) -> tuple[Path
     wanted = {"layout": layout, **{k: v for k, v in settings.items() if k not in ("workers", "progress")}}
     _claim(root, folder_name, wanted)
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".synth_mura.*"):  # left by an interrupted run
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".synth_mura.", dir=root))
     try:
         mura = generate(staging / "mura", **settings)
