@@ -28,6 +28,7 @@ tool reproduces the overall numbers.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from xraylens.data.boxes import TrueBox
@@ -96,6 +97,19 @@ def coco_detections(predicted: Sequence[Sequence[Box]]) -> list[dict[str, Any]]:
             for i, boxes in enumerate(predicted) for b in boxes]
 
 
+def write_coco_files(out: Path, paths: Sequence[str], sizes: Sequence[tuple[int, int]],
+                     truth: Sequence[Sequence[TrueBox]], predicted: dict[str, Sequence[Sequence[Box]]]) -> dict[str, str]:
+    """``out/coco/ground_truth.json`` and ``detections_<method>.json`` per method, atomically; name -> relative path."""
+    from xraylens.atomic import atomic_write_json
+
+    files = {"ground_truth": "coco/ground_truth.json"}
+    atomic_write_json(out / files["ground_truth"], coco_ground_truth(paths, sizes, truth))
+    for method, boxes in predicted.items():
+        files[method] = f"coco/detections_{method.replace('+', 'plus')}.json"
+        atomic_write_json(out / files[method], coco_detections(boxes))
+    return files
+
+
 def _value(tensor: Any) -> float | None:
     if tensor is None:
         return None
@@ -103,4 +117,4 @@ def _value(tensor: Any) -> float | None:
     return None if value < 0 else value
 
 
-__all__ = ["ap_by_kind", "average_precision", "coco_detections", "coco_ground_truth"]
+__all__ = ["ap_by_kind", "average_precision", "coco_detections", "coco_ground_truth", "write_coco_files"]

@@ -31,7 +31,7 @@ from xraylens.data.mura_layout import parse_image_path
 from xraylens.data.preprocess import Letterbox, prepare
 from xraylens.data.problems import DataError
 from xraylens.explain.cams import METHODS, check_method, compute_cams, methods_for, resolve_layer
-from xraylens.explain.detection import ap_by_kind, coco_detections, coco_ground_truth
+from xraylens.explain.detection import ap_by_kind, write_coco_files
 from xraylens.explain.regions import Box, find_boxes
 from xraylens.explain.scores import (
     cascading_randomisation,
@@ -272,7 +272,8 @@ def _write(out: Path, results: dict[str, Any], images: _Images, grid_maps: dict[
     from xraylens.plots.heatmaps import plot_methods_grid, plot_pointing_game, plot_sanity
 
     out.mkdir(parents=True, exist_ok=True)
-    coco = _write_coco(out, images, predicted)
+    coco = write_coco_files(out, list(images.rows["path"]), [(lb.orig_h, lb.orig_w) for lb in images.geometry],
+                            images.truth, predicted)
     atomic_write_json(out / "localization.json", {**results, "coco_files": coco})
     atomic_write_text(out / "report.md", render_report(results))
     if images.previews and grid_maps:
@@ -284,19 +285,6 @@ def _write(out: Path, results: dict[str, Any], images: _Images, grid_maps: dict[
     if results["sanity"]:
         plot_sanity(results["sanity"], out / "sanity.png")
     return coco
-
-
-def _write_coco(out: Path, images: _Images, predicted: dict[str, list[list[Box]]]) -> dict[str, str]:
-    """The true boxes and each method's boxes as COCO files, for scoring with other tools (same image ids)."""
-    from xraylens.atomic import atomic_write_json
-
-    sizes = [(lb.orig_h, lb.orig_w) for lb in images.geometry]
-    files = {"ground_truth": "coco/ground_truth.json"}
-    atomic_write_json(out / files["ground_truth"], coco_ground_truth(list(images.rows["path"]), sizes, images.truth))
-    for method, boxes in predicted.items():
-        files[method] = f"coco/detections_{method.replace('+', 'plus')}.json"
-        atomic_write_json(out / files[method], coco_detections(boxes))
-    return files
 
 
 def _caption(path: str) -> str:
