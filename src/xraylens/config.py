@@ -29,6 +29,10 @@ BODY_PARTS: tuple[str, ...] = (
     "XR_SHOULDER",
     "XR_WRIST",
 )
+# Parts that only the box datasets have (FracAtlas: leg, hip, and images showing several parts). Training
+# weighs classes per part over BODY_PARTS + these; MURA folders still admit only the seven above.
+OTHER_BODY_PARTS: tuple[str, ...] = ("XR_HIP", "XR_LEG", "XR_MIXED")
+ALL_BODY_PARTS: tuple[str, ...] = BODY_PARTS + OTHER_BODY_PARTS
 CLASS_NAMES: tuple[str, str] = ("normal", "abnormal")
 
 
@@ -61,6 +65,17 @@ class DataConfig:
     # Ground-truth boxes (CSV path,x0,y0,x1,y1,kind) for train.box_fraction > 0: "auto" = boxes.csv in
     # data.root or next to MURA-v1.1 (where `xraylens data synth` writes it), or a path.
     boxes: str = "auto"
+    # Which reader (xraylens.data.formats): "auto" detects it from the folder; "mura", "fracatlas", "grazpedwri".
+    format: str = "auto"
+    # FracAtlas and GRAZPEDWRI-DX ship no test split: this share of their patients (stratified by body part
+    # and label, drawn with test_seed) becomes the test split "valid"; MURA keeps its official one.
+    test_fraction: float = 0.2
+    test_seed: int = 0
+    # FracAtlas only: "off", or "test" / "valid": that file of Utilities/Fracture Split is the test split for
+    # the fractured images it lists and the other two files go to train; the seeded split places the rest.
+    official_split: str = "off"
+    # GRAZPEDWRI-DX only: "fracture" (the fracture_visible flag) or "any" (also any box of a finding class).
+    label: str = "fracture"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

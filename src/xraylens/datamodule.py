@@ -1,4 +1,4 @@
-"""What training reads: the indexed MURA ``train`` split, divided by patient, as Lightning data loaders.
+"""What training reads: the indexed ``train`` split (MURA or a box dataset), divided by patient, as data loaders.
 
 Kept apart from :mod:`xraylens.training` so the data side (index, split,
 cache, class weights, samplers) can be read and tested without a network.
@@ -9,7 +9,8 @@ would make validation loss and AUROC (and so early stopping and ``best.ckpt``)
 depend on the number of GPUs.
 
 With ``train.box_fraction > 0`` a seeded share of the training images also
-carries its true boxes, mapped once onto the letterboxed square (from the
+carries its true boxes (the dataset's own for FracAtlas and GRAZPEDWRI-DX,
+else ``data.boxes`` / ``boxes.csv``), mapped once onto the letterboxed square (from the
 image header, so the cache path needs no decoding); the training samples
 then hold a box mask that the augmentation moves with the image.
 """
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from xraylens.config import BODY_PARTS, ExperimentConfig
+from xraylens.config import ALL_BODY_PARTS, BODY_PARTS, ExperimentConfig
 from xraylens.data.augment import train_transform
 from xraylens.data.boxes import (
     TrueBox,
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 class TrainingData:
     """The two tables training needs, where they came from, and the cache (if any) that serves them."""
 
-    root: Path  # the folder that contains MURA-v1.1
+    root: Path  # the folder the index paths are relative to (MURA: the one that contains MURA-v1.1)
     train: pd.DataFrame  # index rows (path, file, body_part, patient_id, label, ...)
     val: pd.DataFrame
     cache: SquareCache | None = None
@@ -75,12 +76,12 @@ class TrainingData:
 
 
 def load_training_data(cfg: ExperimentConfig, progress: bool = True) -> TrainingData:
-    """Index ``cfg.data.root`` (train split, chosen body parts), split by patient, find the cache."""
-    from xraylens.data.mura import index_dataset
+    """Index ``cfg.data.root`` (train split, chosen body parts, its format), split by patient, find the cache."""
+    from xraylens.data.formats import open_for
     from xraylens.data.splits import split_train_val
 
     data = cfg.data
-    index = index_dataset(data.root, splits=("train",), body_parts=data.body_parts or None, progress=progress)
+    index = open_for(data.root, data, splits=("train",), body_parts=data.body_parts or None, progress=progress)
     if index.problems:
         log.warning("%d file(s) skipped while indexing %s (see `xraylens data summary %s`)",
                     len(index.problems), index.root, data.root)
@@ -96,8 +97,8 @@ def load_training_data(cfg: ExperimentConfig, progress: bool = True) -> Training
         )
     boxes = None
     if cfg.train.box_fraction > 0:
-        boxes = supervised_boxes(train, _box_table(cfg, index.root), cfg.train.box_fraction, cfg.train.seed,
-                                 data.image_size)
+        table_of_boxes = index.boxes if index.boxes is not None and data.boxes == "auto" else _box_table(cfg, index.root)
+        boxes = supervised_boxes(train, table_of_boxes, cfg.train.box_fraction, cfg.train.seed, data.image_size)
     return TrainingData(root=index.root, train=train, val=val, cache=_usable_cache(cfg, index.root, table),
                         train_boxes=boxes)
 
@@ -164,7 +165,7 @@ def loss_weights(train: pd.DataFrame, weighted: bool = True) -> dict[str, list[f
     with only one class keeps equal weights (the formula would give its
     images zero weight). ``weighted=False`` gives every image weight 1.
     """
-    weights = {part: [1.0, 1.0] for part in BODY_PARTS}
+    weights = {part: [1.0, 1.0] for part in (*BODY_PARTS, *sorted(set(train["body_part"]) - set(BODY_PARTS)))}
     if not weighted:
         return weights
     for part, rows in train.groupby("body_part"):
@@ -193,11 +194,11 @@ def grid_masks(boxes: dict[int, np.ndarray], count: int, size: int, grid: tuple[
 
 
 class TaggedDataset(Dataset):
-    """A :class:`RadiographDataset` whose samples also carry ``part``, the body part's index in BODY_PARTS."""
+    """A :class:`RadiographDataset` whose samples also carry ``part``, the body part's index in ALL_BODY_PARTS."""
 
     def __init__(self, dataset: RadiographDataset) -> None:
         self.dataset = dataset
-        self.parts = np.array([BODY_PARTS.index(p) for p in dataset.table["body_part"]], dtype=np.int64)
+        self.parts = np.array([ALL_BODY_PARTS.index(p) for p in dataset.table["body_part"]], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.dataset)

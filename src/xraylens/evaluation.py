@@ -1,4 +1,4 @@
-"""Evaluate one checkpoint, or an ensemble of them, on a MURA split the way the MURA paper does.
+"""Evaluate one checkpoint, or an ensemble of them, on a dataset split the way the MURA paper does.
 
 Everything is rebuilt from the checkpoints: architecture, preprocessing,
 temperature, threshold, and the validation subset used for calibration and
@@ -39,6 +39,7 @@ from xraylens.calibration import (
     sigmoid,
 )
 from xraylens.config import DataConfig
+from xraylens.data.dataset_index import FORMAT_NAMES
 from xraylens.evaluation_report import (
     IMAGE_COLUMNS,
     STUDY_COLUMNS,
@@ -47,7 +48,13 @@ from xraylens.evaluation_report import (
     summary_text,
     write_report,
 )
-from xraylens.finding_kinds import FindingKinds, find_box_table, per_kind_metrics, read_finding_kinds
+from xraylens.finding_kinds import (
+    FindingKinds,
+    find_box_table,
+    kinds_from_boxes,
+    per_kind_metrics,
+    read_finding_kinds,
+)
 from xraylens.metrics import METRIC_NAMES, evaluation_metrics, to_jsonable
 from xraylens.models import LoadedModel
 
@@ -156,6 +163,7 @@ def evaluate(
     progress: bool = True,
     device: str | None = None,
     boxes: str | Path | None = None,
+    format: str | None = None,
 ) -> EvaluationReport:
     """Predict ``split`` with the checkpoint(s), measure, and write every report file into ``out``.
 
@@ -165,10 +173,13 @@ def evaluate(
     ``boxes``: a box table (``path,...,kind``) for metrics per finding kind
     (:mod:`xraylens.finding_kinds`); ``None`` uses ``boxes.csv`` in the data
     folder when there is one, and without a table there are no per-kind
-    metrics. Raises CheckpointError, DataError or EvaluationError with the fix
-    in the message.
+    metrics; FracAtlas and GRAZPEDWRI-DX bring their own boxes. ``format``
+    names the dataset's layout (default: the checkpoint's ``data.format``,
+    usually auto-detection); its test split is rebuilt with the checkpoint's
+    ``data.test_fraction`` and friends, so it is the one training left out.
+    Raises CheckpointError, DataError or EvaluationError with the fix in the message.
     """
-    from xraylens.data.mura import index_dataset
+    from xraylens.data.formats import open_for
     from xraylens.models import load_checkpoint
 
     threshold = _check_threshold_spec(threshold)
@@ -179,10 +190,12 @@ def evaluate(
         log.warning("%s already holds an evaluation; its files will be replaced", out)
     models = [load_checkpoint(path) for path in checkpoints]
     run = dict(batch_size=batch_size, num_workers=num_workers, progress=progress, device=device)
-    index = index_dataset(data_root, splits=(split,), body_parts=body_parts, progress=progress)
+    data_config = models[0].meta.experiment.get("data", {}) or {}
+    index = open_for(data_root, data_config, format=format, splits=(split,), body_parts=body_parts,
+                     progress=progress)
     if index.table.empty:
         raise EvaluationError(f"no labelled images in split {split!r} of {data_root} (body parts: {body_parts or 'all'})")
-    kinds = _finding_kinds(boxes, data_root, index.root)  # before predicting: a bad table fails fast
+    kinds = _finding_kinds(boxes, data_root, index)  # before predicting: a bad table fails fast
     images, unreadable = _with_probabilities(index.table, predict_table(models, index.table, **run))
     if images.empty:
         raise EvaluationError(f"none of the {len(unreadable)} images of split {split!r} could be read "
@@ -190,7 +203,7 @@ def evaluate(
 
     val_images, validation = None, None
     if calibrate or threshold in THRESHOLD_METHODS:
-        val_table, validation = validation_table(models, data_root, progress=progress)
+        val_table, validation = validation_table(models, data_root, progress=progress, format=format)
         if split == "train":
             log.warning("evaluating split 'train', which contains the validation subset used for fitting")
         val_images, val_unreadable = _with_probabilities(val_table, predict_table(models, val_table, **run))
@@ -206,6 +219,7 @@ def evaluate(
     metrics: dict[str, Any] = {
         "xraylens_version": __version__,
         "split": split,
+        "dataset": "MURA" if index.format == "mura" else FORMAT_NAMES[index.format],
         "data_root": str(index.root),
         "body_parts": sorted(images["body_part"].unique().tolist()),
         "checkpoints": [_describe(m) for m in models],
@@ -236,10 +250,10 @@ def evaluate(
 
 
 def validation_table(
-    models: list[LoadedModel], data_root: str | Path, *, progress: bool = True
+    models: list[LoadedModel], data_root: str | Path, *, progress: bool = True, format: str | None = None
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The validation subset carved from ``train`` exactly as training did (settings from the checkpoint)."""
-    from xraylens.data.mura import index_dataset
+    from xraylens.data.formats import open_for
     from xraylens.data.splits import split_train_val
 
     defaults = DataConfig()
@@ -258,7 +272,9 @@ def validation_table(
             f"{models[0].path} was trained without a validation subset (val_fraction=0), so there is nothing "
             "to calibrate or choose a threshold on; drop --calibrate and use --threshold checkpoint or 0.5"
         )
-    index = index_dataset(data_root, splits=("train",), body_parts=parts or None, progress=progress)
+    data_config = models[0].meta.experiment.get("data", {}) or {}
+    index = open_for(data_root, data_config, format=format, splits=("train",), body_parts=parts or None,
+                     progress=progress)
     table = split_train_val(index.table, val_fraction, split_seed)
     val = table[table["subset"] == "val"].reset_index(drop=True)
     if val.empty:
@@ -282,11 +298,20 @@ def _check_threshold_spec(spec: str) -> str:
     return spec
 
 
-def _finding_kinds(boxes: str | Path | None, data_root: str | Path, mura_parent: Path) -> FindingKinds | None:
-    """The explicit box table (which must exist), else ``boxes.csv`` found in the data folder, else None."""
-    path = Path(boxes) if boxes is not None else find_box_table(data_root, mura_parent)
+def _finding_kinds(boxes: str | Path | None, data_root: str | Path, index: Any) -> FindingKinds | None:
+    """The explicit box table (which must exist), else the dataset's own boxes, else ``boxes.csv``, else None."""
+    if boxes is None and index.boxes is not None:
+        kinds = kinds_from_boxes(index.boxes, index.table, index.root)
+        log.info("finding kinds from the dataset's boxes: %s", ", ".join(sorted(set().union(*kinds.by_study.values())))
+                 or "none")
+        return kinds
+    path = Path(boxes) if boxes is not None else find_box_table(data_root, index.root)
     if path is None:
         return None
+    if index.format != "mura":
+        from xraylens.data.boxes import read_box_table
+
+        return kinds_from_boxes(read_box_table(path), index.table, path)
     kinds = read_finding_kinds(path)
     log.info("finding kinds from %s: %s", path, ", ".join(sorted(set().union(*kinds.by_study.values()))) or "none")
     return kinds

@@ -124,7 +124,8 @@ def _sample_figure(path: Path, images: pd.DataFrame, prep: Preprocessing, thresh
     picked = images.iloc[chosen].reset_index(drop=True)
     dataset = RadiographDataset(picked, prep)
     pictures = [denormalize(dataset[i]["image"], prep) for i in range(len(picked))]
-    captions = [f"{part.removeprefix('XR_').lower()} · {sid.split('/')[-2]}/{sid.split('/')[-1]}"
+    # MURA ids end in patient/study; FracAtlas ids are the image's, GRAZPEDWRI-DX ids patient/study
+    captions = [f"{part.removeprefix('XR_').lower()} · {'/'.join(str(sid).split('/')[-2:])}"
                 for part, sid in zip(picked["body_part"], picked["study_id"], strict=True)]
     return plot_sample_predictions(pictures, picked["label"].tolist(), picked["probability"].tolist(),
                                    picked["prediction"].tolist(), captions, path, threshold=threshold,
@@ -169,7 +170,7 @@ def per_kind_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
 def _per_kind_markdown(table: pd.DataFrame, metrics: dict[str, Any]) -> str:
     lines = [
-        f"# Evaluation on MURA `{metrics['split']}`: per finding kind",
+        f"# Evaluation on {metrics.get('dataset', 'MURA')} `{metrics['split']}`: per finding kind",
         "",
         f"Kinds from `{metrics.get('boxes', 'the box table')}`. For each kind, positives are the abnormal studies "
         "with at least one box of that kind, negatives are all normal studies; abnormal studies without it are "
@@ -205,7 +206,7 @@ def _fmt(value: Any, lo: Any = None, hi: Any = None, ci: bool = False) -> str:
 
 def _markdown(table: pd.DataFrame, metrics: dict[str, Any]) -> str:
     lines = [
-        f"# Evaluation on MURA `{metrics['split']}`: per body part",
+        f"# Evaluation on {metrics.get('dataset', 'MURA')} `{metrics['split']}`: per body part",
         "",
         f"Study-level metrics (study probability = mean of its views) at threshold {metrics['threshold']:.3f} "
         f"({metrics['threshold_method']}); 95% CIs from {metrics['bootstrap']['n_boot']} bootstrap resamples "
@@ -245,7 +246,7 @@ def summary_text(metrics: dict[str, Any], out: Path | None = None) -> str:
                       for kind, k in (metrics.get("per_kind") or {}).items())
     by_kind = f" Study AUROC per finding kind: {kinds}." if kinds else ""
     return (
-        f"Evaluated {who} on MURA {metrics['split']}: {i['n']} images in {s['n']} studies"
+        f"Evaluated {who} on {metrics.get('dataset', 'MURA')} {metrics['split']}: {i['n']} images in {s['n']} studies"
         f"{f' ({skipped} unreadable skipped)' if skipped else ''}. Study level at threshold "
         f"{metrics['threshold']:.3f} ({metrics['threshold_method']}): AUROC "
         f"{_fmt(s['auroc'], *s['ci95']['auroc'], ci=True)}, Cohen's kappa {_fmt(s['kappa'], *s['ci95']['kappa'], ci=True)}, "

@@ -4,7 +4,8 @@ One AUROC over every abnormal study can hide a kind of finding the model
 misses, as long as the other kinds are common. A box table
 (``path,x0,y0,x1,y1,kind``, as the synthetic dataset writes it to
 ``ROOT/boxes.csv``; only ``path`` and ``kind`` are read here) says which kinds
-each abnormal image shows, so each kind can be scored on its own.
+each abnormal image shows, so each kind can be scored on its own. FracAtlas
+and GRAZPEDWRI-DX bring their own boxes (:func:`kinds_from_boxes`).
 
 Who counts, for kind K:
 
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from xraylens.data.boxes import find_box_table, read_box_csv
+from xraylens.data.boxes import TrueBox, find_box_table, read_box_csv
 from xraylens.data.mura_layout import IMAGE_EXAMPLE, parse_image_path
 from xraylens.data.problems import DataError
 from xraylens.metrics import metric_section, study_level
@@ -76,6 +77,24 @@ def read_finding_kinds(path: str | Path) -> FindingKinds:
         by_image.setdefault(image, set()).add(kind)
         by_study.setdefault(ref.study_id, set()).add(kind)
     return FindingKinds(path, {k: frozenset(v) for k, v in by_image.items()},
+                        {k: frozenset(v) for k, v in by_study.items()})
+
+
+def kinds_from_boxes(boxes: dict[str, list[TrueBox]], table: pd.DataFrame, source: str | Path) -> FindingKinds:
+    """Kinds from a dataset's own boxes (FracAtlas, GRAZPEDWRI-DX): studies come from the index ``table``.
+
+    Their paths are not MURA paths, so a box's study is looked up in the
+    table (columns ``path``, ``study_id``); boxes of images outside it are ignored.
+    """
+    study_of = dict(zip(table["path"].astype(str), table["study_id"].astype(str), strict=True))
+    by_image: dict[str, set[str]] = {}
+    by_study: dict[str, set[str]] = {}
+    for path, found in boxes.items():
+        if path in study_of and found:
+            kinds = {b.kind for b in found}
+            by_image.setdefault(path, set()).update(kinds)
+            by_study.setdefault(study_of[path], set()).update(kinds)
+    return FindingKinds(Path(source), {k: frozenset(v) for k, v in by_image.items()},
                         {k: frozenset(v) for k, v in by_study.items()})
 
 
@@ -120,4 +139,4 @@ def per_kind_metrics(
     return out
 
 
-__all__ = ["FindingKinds", "find_box_table", "per_kind_metrics", "read_finding_kinds"]
+__all__ = ["FindingKinds", "find_box_table", "kinds_from_boxes", "per_kind_metrics", "read_finding_kinds"]

@@ -41,7 +41,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
-from xraylens.config import BODY_PARTS, ConfigError, ExperimentConfig, to_dict
+from xraylens.config import ALL_BODY_PARTS, ConfigError, ExperimentConfig, to_dict
 from xraylens.datamodule import RadiographDataModule, load_training_data, loss_weights
 from xraylens.models import (
     CheckpointMeta,
@@ -98,7 +98,7 @@ class RadiographClassifier(L.LightningModule):
         self.logit_parts = has_logit_parts(cfg.model.name)
         self.data_summary = dict(data_summary or {})
         weights = loss_weights or {}
-        table = [[float(v) for v in weights.get(part, [1.0, 1.0])] for part in BODY_PARTS]
+        table = [[float(v) for v in weights.get(part, [1.0, 1.0])] for part in ALL_BODY_PARTS]
         self.register_buffer("class_weights", torch.tensor(table), persistent=False)  # (parts, 2)
         # Plain dicts of primitives only: the checkpoint must load with torch.load(weights_only=True).
         self.save_hyperparameters({"experiment": to_dict(cfg), "loss_weights": {p: list(map(float, w))

@@ -32,3 +32,13 @@ def finding_kinds(text: str) -> tuple[str, ...]:
         return check_kinds([k.strip() for k in text.split(",") if k.strip()])
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+FORMAT_CHOICES = ("auto", "mura", "fracatlas", "grazpedwri")
+
+
+def add_format(parser: argparse.ArgumentParser, default: str | None = "auto", what: str = "") -> None:
+    """``--format``: which dataset layout --data / ROOT holds (detected from the folder by default)."""
+    parser.add_argument("--format", choices=FORMAT_CHOICES, default=default,
+                        help="dataset layout: mura (MURA v1.1), fracatlas (FracAtlas), grazpedwri (GRAZPEDWRI-DX) "
+                             f"or auto, detected from the folder (default: {what or default})")

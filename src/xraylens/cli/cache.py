@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from xraylens.cli.arguments import positive
+from xraylens.cli.arguments import add_format, positive
 
 _EPILOG = """\
 Decoding and shrinking full-size radiographs every epoch costs more than the
@@ -34,11 +34,13 @@ def add_cache_parser(data_subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser = data_subparsers.add_parser(
         "cache",
         help="pre-resize every image once for faster training epochs",
-        description="Letterbox every image of a MURA v1.1 folder to SIZE x SIZE into a memory-mapped cache.",
+        description="Letterbox every image of a dataset folder to SIZE x SIZE into a memory-mapped cache.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("root", metavar="ROOT", help="the MURA-v1.1 folder or its parent")
+    parser.add_argument("root", metavar="ROOT", help="the MURA-v1.1 folder or its parent, or a FracAtlas / "
+                                                     "GRAZPEDWRI-DX folder")
+    add_format(parser)
     parser.add_argument("--size", type=positive, required=True, metavar="S",
                         help="square side in pixels; must equal the training config's data.image_size")
     parser.add_argument("--out", metavar="DIR", help="cache folder (default: ROOT/.xraylens_cache/sizeS)")
@@ -55,7 +57,8 @@ def _cache(args: argparse.Namespace) -> int:
     from xraylens.data.problems import DataError
 
     try:
-        folder = build_cache(args.root, args.size, out=args.out, workers=args.workers, progress=not args.quiet)
+        folder = build_cache(args.root, args.size, out=args.out, workers=args.workers, progress=not args.quiet,
+                             format=args.format)
         cache = open_cache_folder(folder, args.size)
     except (CacheError, DataError, ValueError) as exc:
         raise CLIError(str(exc)) from exc

@@ -1,4 +1,4 @@
-"""`xraylens data`: look at a MURA v1.1 tree (`summary`) or write the built-in synthetic one (`synth`).
+"""`xraylens data`: look at a dataset (`summary`), pre-resize it (`cache`) or write the synthetic one (`synth`).
 
 Only argparse is imported here; pandas, PIL and the generator load inside the
 handlers so that ``xraylens --help`` stays instant.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from xraylens.cli.arguments import finding_kinds, positive
+from xraylens.cli.arguments import add_format, finding_kinds, positive
 
 _DATA_EPILOG = """\
 examples:
@@ -20,7 +20,11 @@ examples:
 _SUMMARY_EPILOG = """\
 ROOT is the MURA-v1.1 folder or the folder that contains it. The official CSVs
 are used when present (labels come from *_labeled_studies.csv); otherwise the
-folders are walked and labels come from the study folder names.
+folders are walked and labels come from the study folder names. ROOT may also
+be a FracAtlas or GRAZPEDWRI-DX folder as released (the one holding
+dataset.csv, or its parent): the format is detected, or give --format; their
+boxes are counted too. Their test split 'valid' is drawn by patient with the
+default data.test_fraction (README, "Real datasets with boxes").
 
 Files that cannot be used (macOS ._* files, empty or truncated images, files
 missing from or absent in the CSVs) are skipped and listed under "problems".
@@ -30,26 +34,31 @@ examples:
   xraylens data summary ~/MURA-v1.1 --body-part wrist hand
   xraylens data summary ~/MURA-v1.1 --json > mura_summary.json
   xraylens data summary ~/MURA-v1.1 --verify --strict   # decode everything; fail on any problem
+  xraylens data summary ~/datasets/FracAtlas --verify    # finds the truncated JPEGs of the release
 """
 
 _SYNTH_EPILOG = """\
 Writes OUT/MURA-v1.1/{train,valid}/XR_<PART>/patient*/study*_{positive,negative}/image*.png
 with the official CSVs, plus ground-truth boxes of the drawn abnormalities, so
-that every other command can be tried without the real download.
+that every other command can be tried without the real download. With
+--layout fracatlas or grazpedwri the same radiographs are written as those
+datasets are released (OUT/FracAtlas/, OUT/GRAZPEDWRI-DX/), boxes included.
 
 examples:
   xraylens data synth data/synth
   xraylens data synth data/synth_big --patients 2000 --max-side 320 --workers 2 --seed 1
   xraylens data synth data/synth_easy --patients 300 --max-side 256 --difficulty easy
   xraylens data synth data/synth_hw --patients 300 --max-side 256 --findings hardware  # the demo's data
+  xraylens data synth data/synth_fa --layout fracatlas --findings fracture   # as FracAtlas is released
+  xraylens data synth data/synth_gz --layout grazpedwri                      # as GRAZPEDWRI-DX is released
 """
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "data",
-        help="summarise a MURA v1.1 folder or write the synthetic dataset",
-        description="Inspect a MURA v1.1 dataset, or write the built-in synthetic one.",
+        help="summarise a dataset folder (MURA, FracAtlas, GRAZPEDWRI-DX) or write the synthetic dataset",
+        description="Inspect a dataset (MURA v1.1, FracAtlas, GRAZPEDWRI-DX), or write the built-in synthetic one.",
         epilog=_DATA_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -65,12 +74,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _register_summary(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "summary",
-        help="counts, image sizes and problems of a MURA v1.1 folder",
-        description="Index a MURA v1.1 folder and print what is in it and what had to be skipped.",
+        help="counts, image sizes, boxes and problems of a dataset folder",
+        description="Index a dataset folder and print what is in it and what had to be skipped.",
         epilog=_SUMMARY_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("root", metavar="ROOT", help="the MURA-v1.1 folder or its parent")
+    parser.add_argument("root", metavar="ROOT", help="the MURA-v1.1 folder or its parent, or a FracAtlas / "
+                                                     "GRAZPEDWRI-DX folder")
+    add_format(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON (for scripts)")
     parser.add_argument(
         "--strict", action="store_true", help="exit with an error if any file had to be skipped"
@@ -83,7 +94,7 @@ def _register_summary(commands: argparse._SubParsersAction) -> None:
         metavar="P",
         nargs="+",
         action="extend",
-        help="only these body parts: wrist, XR_WRIST, ... (default: all seven)",
+        help="only these body parts: wrist, XR_WRIST, ... (default: all)",
     )
     parser.add_argument(
         "--split",
@@ -135,6 +146,14 @@ def _register_synth(commands: argparse._SubParsersAction) -> None:
         help="comma-separated kinds drawn in abnormal studies: fracture, hardware, lesion "
         "(default: all three). hardware alone is what a from-scratch CPU model learns in minutes",
     )
+    parser.add_argument(
+        "--layout",
+        choices=("mura", "fracatlas", "grazpedwri"),
+        default="mura",
+        help="folder layout to write: mura (default, OUT/MURA-v1.1), fracatlas (OUT/FracAtlas as FracAtlas is "
+        "released: JPEGs, dataset.csv, COCO JSON and YOLO boxes) or grazpedwri (OUT/GRAZPEDWRI-DX: 16-bit PNGs, "
+        "dataset.csv, YOLO boxes); the same radiographs in each",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_synth)
 
@@ -153,13 +172,14 @@ def _summary(args: argparse.Namespace) -> int:
     import sys
 
     from xraylens.cli import CLIError
-    from xraylens.data.mura import index_dataset
+    from xraylens.data.formats import open_dataset
     from xraylens.data.summary import format_summary, summarize
 
     progress = not args.quiet and sys.stderr.isatty()
     try:
-        index = index_dataset(
+        index = open_dataset(
             args.root,
+            format=args.format,
             splits=args.split or ("train", "valid"),
             body_parts=args.body_part or None,
             verify=args.verify,
@@ -175,11 +195,12 @@ def _summary(args: argparse.Namespace) -> int:
 
 def _synth(args: argparse.Namespace) -> int:
     from xraylens.cli import CLIError
-    from xraylens.data.synthetic import generate
+    from xraylens.data.synthetic.layouts import generate_layout
 
     try:
-        result = generate(
+        folder, manifest = generate_layout(
             args.out,
+            args.layout,
             patients=args.patients,
             max_side=args.max_side,
             seed=args.seed,
@@ -192,9 +213,10 @@ def _synth(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     facts = ", ".join(
         f"{key} {value}"
-        for key, value in result.manifest.items()
+        for key, value in manifest.items()
         if isinstance(value, int | float | str) and not isinstance(value, bool)
     )
-    print(f"wrote synthetic MURA v1.1 dataset to {result.root}" + (f" ({facts})" if facts else ""))
-    print(f"next: xraylens data summary {result.root}")
+    name = {"mura": "MURA v1.1", "fracatlas": "FracAtlas", "grazpedwri": "GRAZPEDWRI-DX"}[args.layout]
+    print(f"wrote synthetic {name} dataset to {folder}" + (f" ({facts})" if facts else ""))
+    print(f"next: xraylens data summary {folder}")
     return 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from xraylens.cli.arguments import count, positive
+from xraylens.cli.arguments import add_format, count, positive
 
 _EPILOG = """\
 Everything about the model comes from the checkpoint: architecture,
@@ -20,8 +20,13 @@ Several checkpoints form an ensemble: their probabilities are averaged (the
 MURA paper's top-5 ensemble). A study's probability is the mean of its views';
 95% confidence intervals come from a bootstrap that resamples studies.
 
+FracAtlas and GRAZPEDWRI-DX folders are read as released (format detected, or
+--format); their test split 'valid' is rebuilt from the checkpoint's data
+settings (data.test_fraction, data.test_seed, data.official_split, data.label).
+
 With a box table (path,x0,y0,x1,y1,kind; the synthetic dataset's
-ROOT/boxes.csv is found by itself, or give --boxes), study- and image-level
+ROOT/boxes.csv and the box datasets' own boxes are found by themselves, or
+give --boxes), study- and image-level
 AUROC and kappa are also reported per finding kind: positives are the abnormal
 studies with a box of that kind, negatives all normal studies.
 
@@ -37,6 +42,7 @@ examples:
   xraylens evaluate best.ckpt --data ~/MURA-v1.1 --out eval/cal --calibrate --threshold kappa
   xraylens evaluate best.ckpt --data data/synth --out eval/quick --bootstrap 200 --batch-size 16
   xraylens evaluate best.ckpt --data ~/MURA-v1.1 --out eval/kinds --boxes my_boxes.csv
+  xraylens evaluate runs/fa/checkpoints/best.ckpt --data ~/datasets/FracAtlas --out runs/fa/eval
 """
 
 
@@ -44,20 +50,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="image- and study-level metrics, per body part, with CIs, plots and a MURA submission file",
-        description="Evaluate one checkpoint (or an ensemble of several) on a MURA v1.1 split.",
+        description="Evaluate one checkpoint (or an ensemble of several) on a split of a dataset folder.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("checkpoints", metavar="CKPT", nargs="+", help="checkpoint(s) written by `xraylens train`")
-    parser.add_argument("--data", required=True, metavar="ROOT", help="the MURA-v1.1 folder or its parent")
+    parser.add_argument("--data", required=True, metavar="ROOT", help="the MURA-v1.1 folder or its parent, or a "
+                                                                      "FracAtlas / GRAZPEDWRI-DX folder")
+    add_format(parser, default=None, what="the checkpoint's data.format, usually auto")
     parser.add_argument("--split", choices=("valid", "train"), default="valid",
                         help="official split to evaluate (default: valid, MURA's public test set)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the report files")
     parser.add_argument("--body-part", metavar="P", nargs="+", action="extend",
                         help="only these body parts: wrist, XR_WRIST, ... (default: all)")
     parser.add_argument("--boxes", metavar="PATH", default=None,
-                        help="box table (path,...,kind) for metrics per finding kind "
-                             "(default: ROOT/boxes.csv when it exists)")
+                        help="box table (path,...,kind) for metrics per finding kind (default: the dataset's "
+                             "own boxes for FracAtlas / GRAZPEDWRI-DX, else ROOT/boxes.csv when it exists)")
     parser.add_argument("--calibrate", action="store_true",
                         help="fit temperature scaling on the validation subset before measuring")
     parser.add_argument("--threshold", default="checkpoint", metavar="T",
@@ -100,6 +108,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             progress=not args.quiet and sys.stderr.isatty(),
             device=args.device,
             boxes=args.boxes,
+            format=args.format,
         )
     except (CheckpointError, DataError, EvaluationError) as exc:
         raise CLIError(str(exc)) from exc

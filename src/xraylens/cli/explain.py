@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from xraylens.cli.arguments import count, positive
+from xraylens.cli.arguments import add_format, count, positive
 
 METHOD_CHOICES = ("gradcam", "gradcam++", "hirescam", "scorecam", "eigencam", "layercam", "cam", "saliency")
 THRESHOLD_MODES = ("fraction", "percentile", "otsu")
@@ -38,14 +38,20 @@ examples:
 """
 
 _EVAL_EPILOG = """\
-Measures explanations on abnormal images that have ground-truth boxes
-(the synthetic dataset's boxes.csv: path,x0,y0,x1,y1,kind; MURA-relative paths,
-original pixels). Per method and per finding kind: pointing game (with its
-chance level), IoU of the predicted boxes, heat inside the boxes; deletion and
-insertion AUC on a subsample; a cascading model-randomisation sanity check.
+Measures explanations on abnormal images that have ground-truth boxes: the
+boxes FracAtlas and GRAZPEDWRI-DX ship (read as released, no --boxes needed),
+the synthetic dataset's boxes.csv (found next to MURA-v1.1), or --boxes
+(path,x0,y0,x1,y1,kind; paths as the index names them, original pixels). Per
+method and per finding kind: pointing game (with its chance level), IoU of the
+predicted boxes, heat inside the boxes, COCO AP50 and AP50:95 of the boxes cut
+from the maps; deletion and insertion AUC on a subsample; a cascading
+model-randomisation sanity check. The split is rebuilt with the checkpoint's
+data settings.
 
 Writes into OUT: localization.json, report.md, methods_grid.png,
-pointing_game.png, sanity.png.
+pointing_game.png, sanity.png, coco/ground_truth.json and
+coco/detections_<method>.json (COCO results: image_id, category_id,
+bbox [x, y, w, h], score) to score the boxes with other tools.
 
 Defaults suit a laptop CPU (a few minutes for mobilenet_v2 at 128 px).
 Score-CAM is left out of the default methods: it needs one forward pass per
@@ -56,6 +62,7 @@ examples:
   xraylens explain-eval best.ckpt --data data/synth --boxes data/synth/boxes.csv --out runs/demo/explain_eval
   xraylens explain-eval best.ckpt --data data/synth --boxes data/synth/boxes.csv --out ev --methods gradcam,cam
   xraylens explain-eval best.ckpt --data data/synth --boxes data/synth/boxes.csv --out ev6 --layer features.6
+  xraylens explain-eval runs/fa/checkpoints/best.ckpt --data ~/datasets/FracAtlas --out runs/fa/explain_eval
 """
 
 
@@ -67,7 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     explain.add_argument("checkpoint", metavar="CKPT", help="checkpoint written by `xraylens train`")
     explain.add_argument("inputs", metavar="INPUTS", nargs="*", help="image files, folders or globs")
     explain.add_argument("--out", required=True, metavar="DIR", help="folder for the outputs")
-    explain.add_argument("--data", metavar="ROOT", help="explain a split of this MURA tree instead of INPUTS")
+    explain.add_argument("--data", metavar="ROOT", help="explain a split of this dataset folder (MURA, FracAtlas, "
+                                                        "GRAZPEDWRI-DX) instead of INPUTS")
+    add_format(explain, default=None, what="the checkpoint's data.format, usually auto")
     explain.add_argument("--split", choices=("valid", "train"), default="valid", help="with --data (default: valid)")
     explain.add_argument("--limit", type=positive, metavar="N", help="at most N images")
     _common(explain)
@@ -85,12 +94,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     explain.set_defaults(handler=_explain)
 
     evaluate = subparsers.add_parser(
-        "explain-eval", help="measure CAM methods against ground-truth boxes (pointing game, IoU, sanity)",
+        "explain-eval", help="measure CAM methods against ground-truth boxes (pointing game, IoU, AP, sanity)",
         description="Score explanation methods on abnormal images that have ground-truth boxes.",
         epilog=_EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("checkpoint", metavar="CKPT", help="checkpoint written by `xraylens train`")
-    evaluate.add_argument("--data", required=True, metavar="ROOT", help="the MURA-v1.1 folder or its parent")
-    evaluate.add_argument("--boxes", required=True, metavar="CSV", help="ground-truth boxes (path,x0,y0,x1,y1,kind)")
+    evaluate.add_argument("--data", required=True, metavar="ROOT", help="the MURA-v1.1 folder or its parent, or a "
+                                                                        "FracAtlas / GRAZPEDWRI-DX folder")
+    add_format(evaluate, default=None, what="the checkpoint's data.format, usually auto")
+    evaluate.add_argument("--boxes", metavar="CSV", default=None,
+                          help="ground-truth boxes (path,x0,y0,x1,y1,kind); default: the dataset's own boxes, or "
+                               "boxes.csv in ROOT")
     evaluate.add_argument("--out", required=True, metavar="DIR", help="folder for the report")
     evaluate.add_argument("--methods", type=_methods, default=None, metavar="M,M",
                           help="comma-separated (default: every method except scorecam)")
@@ -121,6 +134,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+
+
+def _ap(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _methods(text: str) -> tuple[str, ...]:
@@ -156,9 +173,10 @@ def _explain(args: argparse.Namespace) -> int:
         loaded = load_checkpoint(args.checkpoint)
         missing: list[tuple[str, str]] = []
         if args.data:
-            from xraylens.data.mura import index_dataset
+            from xraylens.data.formats import open_for
 
-            table = index_dataset(args.data, splits=(args.split,), progress=not args.quiet).table
+            table = open_for(args.data, loaded.meta.experiment.get("data") or {}, format=args.format,
+                             splits=(args.split,), progress=not args.quiet).table
             items = items_from_table(_sample_studies(table, args.limit))
         else:
             items, missing = collect_inputs(args.inputs)
@@ -207,13 +225,14 @@ def _explain_eval(args: argparse.Namespace) -> int:
                             sanity_images=args.sanity_images, sanity_steps=args.sanity_steps, layer=args.layer)
     try:
         results = evaluate_explanations(loaded, args.data, args.boxes, args.out, settings, split=args.split,
-                                        progress=not args.quiet and sys.stderr.isatty())
+                                        progress=not args.quiet and sys.stderr.isatty(), format=args.format)
     except (CheckpointError, DataError, ExplainEvalError) as exc:
         raise CLIError(str(exc)) from exc
-    print(f"{results['n_images']} abnormal images with boxes; pointing game (chance):")
+    print(f"{results['n_images']} abnormal images with boxes; pointing game (chance), IoU, COCO AP:")
     for method, by_kind in results["localization"].items():
         s = by_kind["all"]
         verdict = results["sanity"].get(method, {}).get("verdict", "")
-        print(f"  {method:10s} {s['pointing_game']:.0%} ({s['pointing_chance']:.0%})  IoU {s['mean_iou']:.2f}  {verdict}")
-    print(f"report in {args.out}/report.md")
+        print(f"  {method:10s} {s['pointing_game']:.0%} ({s['pointing_chance']:.0%})  IoU {s['mean_iou']:.2f}  "
+              f"AP50 {_ap(s['ap50'])}  AP50:95 {_ap(s['ap50_95'])}  {verdict}")
+    print(f"report in {args.out}/report.md; COCO boxes in {args.out}/coco/")
     return 0

@@ -8,9 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from xraylens.cli.arguments import add_format
+
 _EPILOG = """\
 INPUTS are image files (PNG, JPEG, DICOM), folders (walked recursively) and
-globs. The views in one folder form one study; a study's probability is the
+globs, or --data names a dataset folder (MURA, FracAtlas, GRAZPEDWRI-DX) whose
+split is predicted with studies as its index defines them. The views in one
+folder form one study; a study's probability is the
 mean of its views' probabilities (as in the MURA paper). Files that cannot be
 read are listed at the end with the reason; the rest are still predicted. The
 exit status is non-zero only if nothing could be predicted.
@@ -20,6 +24,7 @@ examples:
   xraylens predict best.ckpt MURA-v1.1/valid/XR_WRIST/patient11185 --out preds.csv
   xraylens predict best.ckpt 'scans/**/*.dcm' --explain --out preds.json
   xraylens predict best.onnx folder/ --engine onnx        # after `xraylens export best.ckpt`
+  xraylens predict best.ckpt --data ~/datasets/GRAZPEDWRI-DX --out test_preds.csv
 
 research software, not a medical device: never use it for clinical decisions.
 """
@@ -34,7 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("checkpoint", metavar="CKPT", help="a .ckpt from `xraylens train`, or a .onnx export")
-    parser.add_argument("inputs", metavar="INPUTS", nargs="+", help="image files, folders or glob patterns")
+    parser.add_argument("inputs", metavar="INPUTS", nargs="*", help="image files, folders or glob patterns")
+    parser.add_argument("--data", metavar="ROOT", help="predict a split of this dataset folder (MURA, FracAtlas, "
+                                                       "GRAZPEDWRI-DX) instead of INPUTS; studies come from its index")
+    parser.add_argument("--split", choices=("valid", "train"), default="valid", help="with --data (default: valid)")
+    add_format(parser, default=None, what="the checkpoint's data.format, usually auto")
     parser.add_argument("--out", metavar="FILE", help="write the predictions to FILE (.csv or .json)")
     parser.add_argument("--engine", choices=("torch", "onnx"), default=None,
                         help="inference engine (default: onnx for a .onnx file, else torch); with a .ckpt, "
@@ -67,10 +76,16 @@ def run(args: argparse.Namespace) -> int:
     if args.explain and not predictor.can_explain:
         raise CLIError("--explain needs the torch checkpoint for heatmaps (ONNX Runtime has no gradients): "
                        "pass the .ckpt (with its exported .onnx next to it) instead of the .onnx")
-    paths, missing = collect_inputs(args.inputs)
-    result = predictor.predict_many(paths, batch_size=args.batch_size, explain=args.explain,
-                                    progress=not args.no_progress)
-    result.failures[:0] = missing
+    if bool(args.inputs) == bool(args.data):
+        raise CLIError("give image INPUTS or --data ROOT (one of the two)")
+    if args.data:
+        result = predictor.predict_index(_index_table(args, predictor), batch_size=args.batch_size,
+                                         explain=args.explain, progress=not args.no_progress)
+    else:
+        paths, missing = collect_inputs(args.inputs)
+        result = predictor.predict_many(paths, batch_size=args.batch_size, explain=args.explain,
+                                        progress=not args.no_progress)
+        result.failures[:0] = missing
     print(format_table(result, explain=args.explain))
     if args.out:
         written = write_predictions(result, args.out)
@@ -83,6 +98,18 @@ def run(args: argparse.Namespace) -> int:
         print("nothing could be predicted", file=sys.stderr)
         return 1
     return 0
+
+
+def _index_table(args: argparse.Namespace, predictor):  # -> pd.DataFrame (typed lazily)
+    """The --data split's index, read with the checkpoint's data settings (format, test split)."""
+    from xraylens.cli import CLIError
+    from xraylens.data.formats import open_for
+
+    try:
+        return open_for(args.data, predictor.card.data, format=args.format, splits=(args.split,),
+                        progress=not args.no_progress).table
+    except ValueError as exc:  # DataError names the folder and the fix
+        raise CLIError(str(exc)) from exc
 
 
 def format_table(result, *, explain: bool = False) -> str:  # noqa: ANN001 - inference.Predictions

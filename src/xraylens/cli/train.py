@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from xraylens.cli.arguments import add_format
+
 _EPILOG = """\
 The config is a preset name (demo_cpu: frozen ImageNet EfficientNet-Lite0 features at 512 px
 + a spatial MIL head, the CPU recipe; scratch_cpu: MobileNetV2 from random weights;
@@ -41,6 +43,9 @@ examples:
   xraylens train --data ~/MURA-v1.1 --out runs/m2 --config mura_mobilenetv2 \\
       --weights ~/weights/mobilenet_v2-7ebf99e0.pth
 
+  # FracAtlas as released (format detected); its official test file as the test split
+  xraylens train --data ~/datasets/FracAtlas --out runs/fa --config demo_cpu --set data.official_split=test
+
   # change single values; continue a stopped run (its config comes from the checkpoint)
   xraylens train --data data/synth --out runs/demo2 --config demo_cpu --set train.epochs=3 data.image_size=96
   xraylens train --out runs/demo --resume runs/demo/checkpoints/last.ckpt --set train.epochs=12
@@ -51,11 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a normal/abnormal classifier (CPU, one GPU, or many with DDP)",
-        description="Train a classifier on the train split of a MURA v1.1 folder (validation carved out by patient).",
+        description="Train a classifier on the train split of a dataset folder (validation carved out by patient).",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", metavar="ROOT", help="the MURA-v1.1 folder or its parent (default: data.root)")
+    parser.add_argument("--data", metavar="ROOT", help="the MURA-v1.1 folder or its parent, or a FracAtlas / "
+                                                        "GRAZPEDWRI-DX folder (default: data.root)")
+    add_format(parser, default=None, what="data.format, usually auto")
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder for checkpoints, logs and plots")
     parser.add_argument("--config", metavar="YAML", help="preset name or YAML file (default: built-in defaults, "
                                                          "or the checkpoint's config with --resume)")
@@ -119,6 +126,8 @@ def _config(args: argparse.Namespace):  # -> ExperimentConfig (typed lazily to k
         cfg = load_config(args.config, args.set)
     if args.data:
         cfg = replace(cfg, data=replace(cfg.data, root=str(args.data)))
+    if args.format:
+        cfg = replace(cfg, data=replace(cfg.data, format=args.format))
     if args.weights:
         cfg = replace(cfg, model=replace(cfg.model, weights_path=str(args.weights)))
     flags = {"accelerator": args.accelerator, "devices": args.devices, "num_nodes": args.num_nodes,

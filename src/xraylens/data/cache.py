@@ -49,10 +49,14 @@ class CacheError(ValueError):
 
 
 def default_cache_dir(root: str | Path, size: int) -> Path:
-    """``ROOT/.xraylens_cache/size{S}``, where ROOT is the folder that contains ``MURA-v1.1``."""
-    from xraylens.data.mura_layout import resolve_root
+    """``ROOT/.xraylens_cache/size{S}``: ROOT contains ``MURA-v1.1``, or is the FracAtlas / GRAZPEDWRI-DX folder."""
+    from xraylens.data.formats import detect_format
+    from xraylens.data.mura_layout import MURA_DIR, resolve_root
 
-    return resolve_root(root) / CACHE_DIR / f"size{size}"
+    given = Path(root).expanduser().absolute()
+    if given.name == MURA_DIR or (given / MURA_DIR).is_dir():
+        return resolve_root(given) / CACHE_DIR / f"size{size}"
+    return detect_format(given)[1] / CACHE_DIR / f"size{size}"
 
 
 def square_uint8(file: str | Path, size: int) -> np.ndarray | None:
@@ -77,8 +81,11 @@ def build_cache(
     out: str | Path | None = None,
     workers: int = 2,
     progress: bool = True,
+    format: str = "auto",
 ) -> Path:
-    """Letterbox every image of the MURA tree at ``root`` (all splits) into a cache; returns its folder.
+    """Letterbox every image of the dataset at ``root`` (all splits) into a cache; returns its folder.
+
+    ``format``: the dataset's layout (:mod:`xraylens.data.formats`), detected by default.
 
     An existing cache at the destination is replaced only once the new one is
     complete. Unreadable images are kept as black rows with ``ok=0`` so the
@@ -86,11 +93,11 @@ def build_cache(
     """
     from tqdm.auto import tqdm
 
-    from xraylens.data.mura import index_dataset
+    from xraylens.data.formats import open_dataset
 
     if size < 8:
         raise ValueError(f"cache size must be at least 8 pixels, got {size}")
-    index = index_dataset(root, progress=progress)
+    index = open_dataset(root, format=format, progress=progress)
     table = index.table
     if table.empty:
         raise CacheError(f"{index.root}: no images found to cache")

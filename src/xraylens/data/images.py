@@ -6,6 +6,21 @@ palette PNGs, JPEGs or DICOM. If each caller decoded files its own way, the
 model would see different intensity scales in training and in production.
 Everything that reads pixels goes through :func:`read_image`.
 
+Orientation: a JPEG whose EXIF header says it is stored rotated or mirrored
+(camera and phone exports, some of FracAtlas) is turned upright exactly as
+Pillow's ``ImageOps.exif_transpose`` does, in :func:`read_image` and in
+:func:`image_size` alike, so sizes, boxes and pixels always describe the image
+as a viewer shows it. Readers of box datasets whose boxes were drawn on the
+stored pixels map them with :mod:`xraylens.data.orientation`.
+
+16-bit images are divided by the full scale of their *effective* bit depth,
+the fewest bits (8 to 16) that hold their brightest value: many 16-bit
+exports carry 10-, 12- or 14-bit data, which divided by 65535 would land in
+the bottom few grey levels and be lost in the 8-bit cache. An image that uses
+the 16th bit is divided by 65535 as before. No per-image stretch or percentile
+window: those would change with what is in the picture (bright metal is a
+finding, not an outlier), this depends only on how the file was stored.
+
 Safety: the pixel count is checked from the file header *before* decoding, so
 a small file that expands to gigabytes (a decompression bomb) is refused
 cheaply. Only PNG and JPEG parsers are enabled in Pillow, which keeps its
@@ -27,6 +42,8 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 _DICOM_OFFSET = 128
 _DICOM_MAGIC = b"DICM"
 _PIL_FORMATS = ("PNG", "JPEG")
+_EXIF_ORIENTATION = 0x0112
+SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the image by 90 degrees
 _DICOM_HINT = "DICOM support needs the dicom extra: pip install 'xraylens[dicom]'"
 
 
@@ -58,6 +75,22 @@ def _kind_from_head(head: bytes) -> str | None:
     return None
 
 
+def junk_kind(path: str | Path) -> tuple[str | None, str]:
+    """``(problem kind, detail)`` for a file that is no image by size or magic bytes; ``(None, "")`` otherwise.
+
+    Cheap (a stat and 132 bytes), so dataset readers run it on every file they index.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty_file", "0 bytes"
+        kind = sniff_kind(path)
+    except (OSError, ImageReadError) as exc:
+        return "unreadable", str(exc)
+    if kind is None:
+        return "not_image", "not a PNG, JPEG or DICOM file (by its first bytes)"
+    return None, ""
+
+
 def _is_dicom(path: str | Path, kind: str | None) -> bool:
     """Magic bytes win; the ``.dcm`` suffix only decides for DICOM files written without the preamble."""
     return kind == "dicom" or (kind is None and str(path).lower().endswith(".dcm"))
@@ -77,14 +110,17 @@ def image_size(path: str | Path) -> tuple[int, int]:
         return dicom_size(path)
     with _open_pil(path, kind) as image:
         width, height = image.size
-    return height, width
+        turned = _orientation(image, kind) in SWAPS_AXES
+    return (width, height) if turned else (height, width)
 
 
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode ``path`` to a 2-D float32 array in [0, 1]; shape ``(H, W)``.
 
     Colour images become luminance (ITU-R 601, as Pillow's ``L`` mode), alpha
-    is ignored, 16-bit images keep their full precision (divided by 65535).
+    is ignored, 16-bit images keep their full precision (divided by the full
+    scale of their effective bit depth, see above), and an EXIF-rotated JPEG
+    is turned upright.
     Images with more than ``max_pixels`` pixels are refused from the header,
     before any pixel is decoded.
     """
@@ -105,7 +141,21 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
                 f"{path}: truncated or corrupt {kind.upper() if kind else 'image'} ({exc}); "
                 "re-download or re-export the file"
             ) from exc
+        orientation = _orientation(image, kind)
+        if orientation != 1:
+            from PIL import ImageOps
+
+            image = ImageOps.exif_transpose(image)
         return _to_float(image, path)
+
+
+def jpeg_orientation(path: str | Path) -> int:
+    """The EXIF orientation (1-8) of a JPEG as read from its header; 1 (upright) for anything else."""
+    kind = _checked_kind(path)
+    if _is_dicom(path, kind):
+        return 1
+    with _open_pil(path, kind) as image:
+        return _orientation(image, kind)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -143,6 +193,17 @@ def _checked_kind(path: str | Path) -> str | None:
     )
 
 
+def _orientation(image, kind: str | None) -> int:
+    """EXIF orientation of an open JPEG (header only); PNG's eXIf chunk would need a full decode, so 1."""
+    if kind != "jpeg":
+        return 1
+    try:
+        value = int(image.getexif().get(_EXIF_ORIENTATION, 1))
+    except (ValueError, TypeError, OSError, SyntaxError):  # a malformed EXIF block is no reason to refuse pixels
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
 def _os_error(path: str | Path, exc: OSError) -> ImageReadError:
     if isinstance(exc, FileNotFoundError):
         return ImageReadError(f"{path}: no such file; check the path (relative paths start at {Path.cwd()})")
@@ -176,11 +237,8 @@ def _open_pil(path: str | Path, kind: str | None):
 def _to_float(image, path: str | Path) -> np.ndarray:
     """Pillow image (any PNG/JPEG mode) -> (H, W) float32 in [0, 1]."""
     mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return (np.asarray(image).astype(np.float32) / 65535.0).astype(np.float32)
-    if mode == "I":  # 16-bit data widened to int32 by some Pillow versions
-        array = np.asarray(image).astype(np.float32)
-        return np.clip(array / 65535.0, 0.0, 1.0).astype(np.float32)
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # "I": 16-bit data widened to int32 by some Pillows
+        return _from_16bit(np.asarray(image))
     if mode == "L":
         gray = image
     elif mode in ("1", "LA", "La"):
@@ -195,6 +253,13 @@ def _to_float(image, path: str | Path) -> np.ndarray:
             "(e.g. with ImageMagick: magick in.png -colorspace Gray out.png)"
         )
     return np.asarray(gray, dtype=np.float32) / np.float32(255.0)
+
+
+def _from_16bit(values: np.ndarray) -> np.ndarray:
+    """(H, W) 16-bit values -> float32 in [0, 1], divided by 2**bits - 1 for the effective bit depth."""
+    values = np.clip(values.astype(np.int64), 0, 65535)
+    bits = max(8, int(values.max()).bit_length()) if values.size else 16
+    return (values.astype(np.float32) / np.float32(2**bits - 1)).astype(np.float32)
 
 
 def _read_dicom(path: str | Path, max_pixels: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from xraylens.config import BODY_PARTS
-from xraylens.data.images import ImageReadError, read_image, sniff_kind
+from xraylens.data.images import ImageReadError, junk_kind, read_image
 from xraylens.data.mura_layout import (
     MURA_DIR,
     PATIENT_RE,
@@ -200,7 +200,7 @@ def _check_magic(
         candidates, desc=f"checking {split} files", unit="file", disable=not progress, leave=False
     ):
         file = parent / rel
-        kind, detail = _junk_kind(file)
+        kind, detail = junk_kind(file)
         if kind is None:
             good.add(rel)
         else:
@@ -209,16 +209,6 @@ def _check_magic(
     return good, bad
 
 
-def _junk_kind(file: Path) -> tuple[str | None, str]:
-    try:
-        if file.stat().st_size == 0:
-            return "empty_file", "0 bytes"
-        kind = sniff_kind(file)
-    except (OSError, ImageReadError) as exc:
-        return "unreadable", str(exc)
-    if kind is None:
-        return "not_image", "not a PNG, JPEG or DICOM file (by its first bytes)"
-    return None, ""
 
 
 # ---------------------------------------------------------------- labels, verification, table

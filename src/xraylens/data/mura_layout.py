@@ -111,21 +111,23 @@ def check_splits(splits: Iterable[str] | str) -> tuple[str, ...]:
     return chosen
 
 
-def normalize_body_parts(body_parts: Iterable[str] | str | None) -> tuple[str, ...]:
-    """``"wrist"``, ``"WRIST"`` or ``"XR_WRIST"`` -> ``"XR_WRIST"``; ``None`` or empty means all seven parts."""
+def normalize_body_parts(
+    body_parts: Iterable[str] | str | None, known: tuple[str, ...] = BODY_PARTS
+) -> tuple[str, ...]:
+    """``"wrist"``, ``"WRIST"`` or ``"XR_WRIST"`` -> ``"XR_WRIST"``; ``None`` or empty means all ``known`` parts."""
     if body_parts is None:
-        return BODY_PARTS
+        return known
     if isinstance(body_parts, str):
         body_parts = [body_parts]
     chosen = []
     for name in body_parts:
         canonical = name.strip().upper()
         canonical = canonical if canonical.startswith("XR_") else f"XR_{canonical}"
-        if canonical not in BODY_PARTS:
-            valid = ", ".join(p.removeprefix("XR_").lower() for p in BODY_PARTS)
+        if canonical not in known:
+            valid = ", ".join(p.removeprefix("XR_").lower() for p in known)
             raise DataError(f"unknown body part {name!r}; valid: {valid} (or XR_WRIST style)")
         chosen.append(canonical)
-    return tuple(p for p in BODY_PARTS if p in chosen) or BODY_PARTS
+    return tuple(p for p in known if p in chosen) or known
 
 
 # ---------------------------------------------------------------- CSVs

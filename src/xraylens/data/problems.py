@@ -16,14 +16,17 @@ from typing import Any
 # Every kind, with the fix a user should try; the order is the order of reports.
 PROBLEM_KINDS: dict[str, str] = {
     "bad_csv_line": "fix or delete the line in the CSV",
-    "missing_on_disk": "the download is incomplete: re-extract MURA-v1.1.zip",
+    "missing_on_disk": "the download is incomplete: re-extract the dataset's archive (MURA-v1.1.zip, ...)",
     "unlisted_on_disk": "a file the official CSVs do not list: remove it or add it to the CSV",
+    "duplicate_id": "one image id listed twice or stored twice: the first (or the copy its label names) is kept",
+    "label_conflict": "dataset.csv and the image's folder disagree on its label: fix one of them",
+    "bad_box": "a box annotation that cannot be used: fix or delete that line of the annotation file",
     "unlabeled": "the study is missing from *_labeled_studies.csv: add it or remove the images",
     "hidden_file": "hidden or macOS '._*' file: safe to delete",
     "empty_file": "zero-byte file: re-extract it from the archive",
     "not_image": "not a PNG/JPEG/DICOM file despite its name: re-extract or delete it",
     "unreadable": "truncated or corrupt image: re-extract it from the archive",
-    "unexpected_path": "file or folder outside the MURA layout XR_<PART>/patientN/studyK_<positive|negative>/",
+    "unexpected_path": "file or folder outside the dataset's layout (MURA: XR_<PART>/patientN/studyK_<sign>/)",
 }
 
 

@@ -39,6 +39,18 @@ def split_train_val(table: pd.DataFrame, val_fraction: float, seed: int) -> pd.D
     return out
 
 
+def hold_out_patients(table: pd.DataFrame, fraction: float, seed: int) -> set[str]:
+    """About ``fraction`` of the patients of ``table``, stratified and seeded exactly as the ``val`` subset is.
+
+    For datasets without an official test split (FracAtlas, GRAZPEDWRI-DX):
+    their readers hold these patients out as the split ``valid``, so the
+    test set is patient-grouped and balanced over body parts and labels too.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"test fraction must be in [0, 1), got {fraction}")
+    return _val_patients(table, fraction, seed)
+
+
 def _check(table: pd.DataFrame, val_fraction: float) -> None:
     missing = [c for c in _NEEDED if c not in table.columns]
     if missing:

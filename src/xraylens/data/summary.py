@@ -1,4 +1,4 @@
-"""What is in a MURA index: counts per split and body part, image sizes, problems.
+"""What is in a dataset index (MURA, FracAtlas, GRAZPEDWRI-DX): counts per split and body part, sizes, boxes, problems.
 
 Why a plain dict: the same numbers go to the terminal (``format_summary``), to
 JSON for scripts and CI (``xraylens data summary --json``) and into reports,
@@ -13,18 +13,23 @@ import numpy as np
 import pandas as pd
 
 from xraylens.config import BODY_PARTS
+from xraylens.data.dataset_index import FORMAT_NAMES, DatasetIndex
 from xraylens.data.images import ImageReadError, image_size
 from xraylens.data.mura import MuraIndex
 from xraylens.data.problems import Problem, problem_counts
 
 
-def summarize(index: MuraIndex, *, sizes: bool = True, progress: bool = True) -> dict[str, Any]:
+def summarize(index: MuraIndex | DatasetIndex, *, sizes: bool = True, progress: bool = True) -> dict[str, Any]:
     """JSON-able summary of ``index``; ``sizes=True`` reads every header (no decoding) for size statistics."""
     table = index.table
     problems = list(index.problems)
+    boxes = getattr(index, "boxes", None)
     summary: dict[str, Any] = {
         "root": str(index.root),
+        "format": getattr(index, "format", "mura"),
         "source": index.source,
+        "boxes": _box_counts(table, boxes) if boxes is not None else None,
+        "notes": list(getattr(index, "notes", [])),
         "splits": {split: _counts(group, by_part=True) for split, group in table.groupby("split", sort=True)},
         "total": _counts(table, by_part=False),
         "image_size": _size_stats(table, problems, progress) if sizes else None,
@@ -52,6 +57,14 @@ def _counts(rows: pd.DataFrame, *, by_part: bool) -> dict[str, Any]:
         }
         counts["by_body_part"] = {p: counts["by_body_part"][p] for p in _part_order(counts["by_body_part"])}
     return counts
+
+
+def _box_counts(table: pd.DataFrame, boxes: dict[str, list]) -> dict[str, Any]:
+    """Boxes of the indexed images: how many images carry any, and the count per kind."""
+    mine = [b for path in table["path"] for b in boxes.get(path, [])]
+    kinds = pd.Series([b.kind for b in mine], dtype=object).value_counts().sort_index()
+    return {"images_with_boxes": int(table["path"].isin(boxes.keys()).sum()), "boxes": len(mine),
+            "by_kind": {str(k): int(v) for k, v in kinds.items()}}
 
 
 def _part_order(parts: dict[str, Any]) -> list[str]:
@@ -93,7 +106,8 @@ def _stats(values: list[int]) -> dict[str, float]:
 def format_summary(summary: dict[str, Any], max_problems: int = 10) -> str:
     """A table for humans: one line per split and body part, then sizes and the first problems."""
     header = f"{'split':<6} {'body part':<12} {'images':>7} {'studies':>8} {'patients':>9} {'abnormal studies':>17}"
-    lines = [f"MURA v1.1 at {summary['root']} (from {summary['source']})", "", header, "-" * len(header)]
+    name = FORMAT_NAMES.get(summary.get("format", "mura"), "dataset")
+    lines = [f"{name} at {summary['root']} (from {summary['source']})", "", header, "-" * len(header)]
     for split, counts in summary["splits"].items():
         for part, part_counts in counts["by_body_part"].items():
             lines.append(_row(split, part, part_counts))
@@ -102,6 +116,11 @@ def format_summary(summary: dict[str, Any], max_problems: int = 10) -> str:
     if len(summary["splits"]) > 1:
         lines += [_row("total", "", summary["total"]), ""]
     lines.append(_size_line(summary.get("image_size")))
+    if summary.get("boxes"):
+        b = summary["boxes"]
+        kinds = ", ".join(f"{kind} {n}" for kind, n in b["by_kind"].items()) or "none"
+        lines.append(f"boxes: {b['boxes']} on {b['images_with_boxes']} images ({kinds})")
+    lines += [f"note: {note}" for note in summary.get("notes", [])]
     lines += _problem_lines(summary, max_problems)
     return "\n".join(lines)
 

@@ -1,11 +1,14 @@
 """``xraylens explain-eval``: measure every CAM method against ground-truth boxes and write a report.
 
 On abnormal images that have true boxes (the synthetic dataset's
-``boxes.csv``), per method and per finding kind: pointing game, IoU of the
-predicted boxes, heat inside the true boxes, each next to its chance level;
-then deletion/insertion faithfulness on a subsample and the
-model-randomisation sanity check. Writes ``localization.json``,
-``report.md``, ``methods_grid.png``, ``pointing_game.png`` and ``sanity.png``.
+``boxes.csv``, or the boxes FracAtlas and GRAZPEDWRI-DX ship), per method
+and per finding kind: pointing game, IoU of the predicted boxes, heat inside
+the true boxes, each next to its chance level, and COCO AP50 / AP50:95 of
+the boxes cut from the maps (:mod:`xraylens.explain.detection`); then
+deletion/insertion faithfulness on a subsample and the model-randomisation
+sanity check. Writes ``localization.json``, ``report.md``,
+``methods_grid.png``, ``pointing_game.png``, ``sanity.png`` and, under
+``coco/``, the true boxes and each method's boxes as COCO files.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from xraylens.data.boxes import TrueBox, read_box_table
+from xraylens.data.boxes import TrueBox, find_box_table, read_box_table
 from xraylens.data.images import ImageReadError, read_image
+from xraylens.data.mura_layout import parse_image_path
 from xraylens.data.preprocess import Letterbox, prepare
 from xraylens.data.problems import DataError
 from xraylens.explain.cams import METHODS, check_method, compute_cams, methods_for, resolve_layer
+from xraylens.explain.detection import ap_by_kind, write_coco_files
 from xraylens.explain.regions import Box, find_boxes
 from xraylens.explain.scores import (
     cascading_randomisation,
@@ -108,52 +113,84 @@ def _probabilities(loaded: LoadedModel, x: torch.Tensor, batch_size: int) -> np.
     return torch.sigmoid(logits / loaded.meta.temperature).numpy()
 
 
-def _select(data: str | Path, split: str, truth: dict[str, list[TrueBox]], boxes_csv: str | Path,
-            settings: EvalSettings, progress: bool) -> pd.DataFrame:
-    """Abnormal images of ``split`` that have true boxes; a seeded sample of ``limit`` of them, sorted by path."""
-    from xraylens.data.mura import index_dataset
+def _truth_and_rows(loaded: LoadedModel, data: str | Path, boxes_csv: str | Path | None, split: str,
+                    settings: EvalSettings, progress: bool, format: str | None
+                    ) -> tuple[dict[str, list[TrueBox]], pd.DataFrame, str]:
+    """True boxes (``boxes_csv``, else the dataset's own, else a ``boxes.csv`` beside it) and the images to score.
 
-    table = index_dataset(data, splits=(split,), progress=progress).table
-    table = table[(table["label"] == 1) & table["path"].isin(truth.keys())]
+    The split is rebuilt with the checkpoint's data settings (format, test
+    split of the box datasets), so ``valid`` is the split training left out.
+    """
+    from xraylens.data.formats import open_for
+
+    index = open_for(data, loaded.meta.experiment.get("data") or {}, format=format, splits=(split,),
+                     progress=progress)
+    if boxes_csv is None and index.boxes is not None:
+        truth, source = index.boxes, f"the boxes of {index.root}"
+    else:
+        found = Path(boxes_csv) if boxes_csv is not None else find_box_table(data, index.root)
+        if found is None:
+            raise ExplainEvalError(f"{data} has no boxes of its own and no boxes.csv: give a box table with --boxes "
+                                   "(path,x0,y0,x1,y1,kind; paths as the index names them, original pixels)")
+        truth, source = read_true_boxes(found), str(found)
+    return truth, _select(index.table, split, truth, source, settings), source
+
+
+def _select(table: pd.DataFrame, split: str, truth: dict[str, list[TrueBox]], source: str,
+            settings: EvalSettings) -> pd.DataFrame:
+    """Abnormal images of ``split`` that have true boxes; a seeded sample of ``limit`` of them, sorted by path."""
+    table = table[(table["label"] == 1) & table["path"].isin([p for p, b in truth.items() if b])]
     if table.empty:
         raise ExplainEvalError(
-            f"no abnormal image of the {split} split has a box in {boxes_csv}; the box paths must be "
-            "MURA-relative (MURA-v1.1/valid/XR_.../image1.png) and come from the same dataset as --data")
+            f"no abnormal image of the {split} split has a box in {source}; the box paths must be the index's "
+            "(MURA-relative like MURA-v1.1/valid/XR_.../image1.png, or relative to the FracAtlas / GRAZPEDWRI-DX "
+            "folder) and come from the same dataset as --data")
     if settings.limit and len(table) > settings.limit:
         table = table.sample(n=settings.limit, random_state=settings.seed)
     return table.sort_values("path")
 
 
 def _localise(maps: np.ndarray, images: _Images, called: np.ndarray, kinds: list[str],
-              settings: EvalSettings) -> tuple[dict[str, Any], list[np.ndarray], list[list[Box]]]:
-    """Per-kind localisation summaries of one method's maps, plus the first images' maps/boxes for the grid."""
+              settings: EvalSettings) -> tuple[dict[str, Any], list[list[Box]], list[np.ndarray]]:
+    """Per-kind localisation summaries (with AP) of one method's maps, its boxes per image, the grid's maps."""
     per_kind: dict[str, list[dict[str, float]]] = {"all": [], "true_positives": [], **{k: [] for k in kinds}}
-    grid_maps, grid_boxes = [], []
+    predicted: list[list[Box]] = []
+    grid_maps = []
     for i, (heat, lb, boxes) in enumerate(zip(maps, images.geometry, images.truth, strict=True)):
         heat_orig = np.clip(lb.to_original(heat), 0.0, 1.0)  # scored in original pixels, padding cropped
-        predicted = find_boxes(heat_orig, mode=settings.threshold_mode, threshold=settings.threshold)
-        per_kind["all"].append(localization_scores(heat_orig, boxes, predicted))
+        predicted.append(find_boxes(heat_orig, mode=settings.threshold_mode, threshold=settings.threshold))
+        per_kind["all"].append(localization_scores(heat_orig, boxes, predicted[-1]))
         if called[i]:
             per_kind["true_positives"].append(per_kind["all"][-1])
         for kind in {b.kind for b in boxes}:
-            per_kind[kind].append(localization_scores(heat_orig, [b for b in boxes if b.kind == kind], predicted))
+            per_kind[kind].append(localization_scores(heat_orig, [b for b in boxes if b.kind == kind], predicted[-1]))
         if i < len(images.previews):
             grid_maps.append(heat_orig)
-            grid_boxes.append(predicted)
-    return {k: summarize_localization(v) for k, v in per_kind.items()}, grid_maps, grid_boxes
+    summaries = {k: summarize_localization(v) for k, v in per_kind.items()}
+    ap = ap_by_kind(predicted, images.truth, kinds)
+    tp = np.flatnonzero(called)
+    ap["true_positives"] = ap_by_kind([predicted[i] for i in tp], [images.truth[i] for i in tp], [])["all"]
+    for key, summary in summaries.items():
+        summary.update(ap50=ap[key]["ap50"], ap50_95=ap[key]["ap50_95"])
+    return summaries, predicted, grid_maps
 
 
 def evaluate_explanations(
     loaded: LoadedModel,
     data: str | Path,
-    boxes_csv: str | Path,
+    boxes_csv: str | Path | None,
     out: str | Path,
     settings: EvalSettings | None = None,
     *,
     split: str = "valid",
     progress: bool = True,
+    format: str | None = None,
 ) -> dict[str, Any]:
-    """Score each method in ``settings.methods``; write the report files under ``out``; return the JSON dict."""
+    """Score each method in ``settings.methods``; write the report files under ``out``; return the JSON dict.
+
+    ``boxes_csv=None`` takes the dataset's own boxes (FracAtlas, GRAZPEDWRI-DX) or a ``boxes.csv`` in
+    the data folder; ``format`` overrides the checkpoint's ``data.format``.
+    """
     from tqdm.auto import tqdm
 
     settings = settings or EvalSettings()
@@ -175,9 +212,8 @@ def evaluate_explanations(
         if "cam" in settings.methods and layer is not target_layer(loaded.model, loaded.meta.model.name):
             raise ExplainEvalError(f"the classic CAM ('cam') only works at the layer that feeds the head; "
                                    f"leave it out of --methods to score layer {settings.layer}")
-    truth = read_true_boxes(boxes_csv)
-    images = _load(_select(data, split, truth, boxes_csv, settings, progress), truth, loaded,
-                   settings.grid_images, progress)
+    truth, rows, source = _truth_and_rows(loaded, data, boxes_csv, split, settings, progress, format)
+    images = _load(rows, truth, loaded, settings.grid_images, progress)
     model, name, meta = loaded.model.eval(), loaded.meta.model.name, loaded.meta
     probs = _probabilities(loaded, images.x, settings.batch_size)
     called = probs >= meta.threshold
@@ -187,7 +223,7 @@ def evaluate_explanations(
     # The sanity check needs maps with something in them: images called abnormal first.
     sanity_idx = np.concatenate([np.flatnonzero(called), np.flatnonzero(~called)])[: settings.sanity_images]
     results: dict[str, Any] = {
-        "checkpoint": str(loaded.path), "model": name, "split": split, "n_images": len(images.rows),
+        "checkpoint": str(loaded.path), "model": name, "split": split, "boxes": source, "n_images": len(images.rows),
         "kinds": kinds, "settings": asdict(settings),
         "layer": settings.layer or architecture(name).target_layer,  # what gradient CAMs read
         "classifier": {"mean_probability": float(probs.mean()), "called_abnormal": float(called.mean()),
@@ -195,14 +231,14 @@ def evaluate_explanations(
         "localization": {}, "faithfulness": {}, "sanity": {}, "seconds_per_image": {},
     }
     grid_maps: dict[str, list[np.ndarray]] = {}
-    grid_boxes: dict[str, list[list[Box]]] = {}
+    predicted: dict[str, list[list[Box]]] = {}
     for method in settings.methods:
         started = time.perf_counter()
         maps = np.concatenate([
             compute_cams(model, name, part, method=method, layer=settings.layer, batch_size=settings.batch_size)
             for part in tqdm(images.x.split(settings.batch_size), desc=f"cams {method}", disable=not progress)])
         results["seconds_per_image"][method] = (time.perf_counter() - started) / len(maps)
-        results["localization"][method], grid_maps[method], grid_boxes[method] = _localise(
+        results["localization"][method], predicted[method], grid_maps[method] = _localise(
             maps, images, called, kinds, settings)
         if len(faith_idx):
             results["faithfulness"][method] = _faith_summary(deletion_insertion(
@@ -218,7 +254,7 @@ def evaluate_explanations(
         results["faithfulness"]["random order"] = _faith_summary(deletion_insertion(
             model, images.x[faith_idx], None, steps=settings.faithfulness_steps, temperature=meta.temperature,
             seed=settings.seed))
-    _write(Path(out), results, images, grid_maps, grid_boxes)
+    results["coco_files"] = _write(Path(out), results, images, grid_maps, predicted)
     return results
 
 
@@ -230,21 +266,31 @@ def _faith_summary(curves: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def _write(out: Path, results: dict[str, Any], images: _Images, grid_maps: dict[str, list[np.ndarray]],
-           grid_boxes: dict[str, list[list[Box]]]) -> None:
+           predicted: dict[str, list[list[Box]]]) -> dict[str, str]:
+    """Every report file; returns the COCO files written (name -> path relative to ``out``)."""
     from xraylens.atomic import atomic_write_json, atomic_write_text
     from xraylens.plots.heatmaps import plot_methods_grid, plot_pointing_game, plot_sanity
 
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "localization.json", results)
+    coco = write_coco_files(out, list(images.rows["path"]), [(lb.orig_h, lb.orig_w) for lb in images.geometry],
+                            images.truth, predicted)
+    atomic_write_json(out / "localization.json", {**results, "coco_files": coco})
     atomic_write_text(out / "report.md", render_report(results))
     if images.previews and grid_maps:
-        captions = [Path(p).parent.parent.parent.name + "/" + Path(p).parent.name
-                    for p in images.rows["path"][: len(images.previews)]]
-        plot_methods_grid(images.previews, grid_maps, images.truth[: len(images.previews)], out / "methods_grid.png",
-                          predicted=grid_boxes, captions=captions)
+        shown = len(images.previews)
+        captions = [_caption(p) for p in images.rows["path"][:shown]]
+        plot_methods_grid(images.previews, grid_maps, images.truth[:shown], out / "methods_grid.png",
+                          predicted={m: boxes[:shown] for m, boxes in predicted.items()}, captions=captions)
     plot_pointing_game({m: s["all"] for m, s in results["localization"].items()}, out / "pointing_game.png")
     if results["sanity"]:
         plot_sanity(results["sanity"], out / "sanity.png")
+    return coco
+
+
+def _caption(path: str) -> str:
+    """``XR_WRIST/study1_positive`` for MURA paths, the file's stem for the others."""
+    ref = parse_image_path(path)
+    return f"{ref.body_part}/{ref.study}_{ref.sign}" if ref else Path(path).stem
 
 
 # ---------------------------------------------------------------- report.md
@@ -266,15 +312,15 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def localization_row(method: str, s: dict[str, Any]) -> list[str]:
     """One method's localisation summary as the cells of ``LOC_HEADER`` (shared with the demo report)."""
     if not s.get("n"):
-        return [method, "0"] + ["–"] * 8
+        return [method, "0"] + ["–"] * (len(LOC_HEADER) - 2)
     lo, hi = s["pointing_game_ci95"]
     return [method, str(s["n"]), f"{_pct(s['pointing_game'])} [{_pct(lo)}, {_pct(hi)}]", _pct(s["pointing_chance"]),
             _pct(s["energy_inside"]), _pct(s["energy_chance"]), _num(s["mean_iou"]), _pct(s["hit_iou_0.3"]),
-            _pct(s["hit_iou_0.5"]), _num(s["iou_whole_image_baseline"])]
+            _pct(s["hit_iou_0.5"]), _num(s["iou_whole_image_baseline"]), _num(s.get("ap50")), _num(s.get("ap50_95"))]
 
 
 LOC_HEADER = ("method", "n", "pointing game [95% CI]", "chance", "energy in boxes", "chance", "mean IoU",
-              "IoU≥0.3", "IoU≥0.5", "IoU whole-image box")
+              "IoU≥0.3", "IoU≥0.5", "IoU whole-image box", "AP50", "AP50:95")
 
 
 def render_report(results: dict[str, Any]) -> str:
@@ -284,7 +330,8 @@ def render_report(results: dict[str, Any]) -> str:
     parts = [
         f"# Explanation quality: {results['model']} on {results['split']}",
         "",
-        f"{results['n_images']} abnormal images with ground-truth boxes; the classifier calls "
+        f"{results['n_images']} abnormal images with ground-truth boxes (from {results.get('boxes', 'the box table')});"
+        " the classifier calls "
         f"{_pct(clf['called_abnormal'])} of them abnormal (threshold {clf['threshold']:.2f}, mean P = "
         f"{clf['mean_probability']:.2f}). Checkpoint: `{results['checkpoint']}`. CAM layer: "
         f"`{results.get('layer') or results['settings'].get('layer') or 'the default'}`"
@@ -293,8 +340,8 @@ def render_report(results: dict[str, Any]) -> str:
         "## Methods compared",
         "",
     ]
-    header = ["method", "pointing game", "chance", "energy in boxes", "mean IoU", "IoU≥0.3", "deletion AUC ↓",
-              "insertion AUC ↑", "sanity check", "s / image"]
+    header = ["method", "pointing game", "chance", "energy in boxes", "mean IoU", "IoU≥0.3", "AP50", "AP50:95",
+              "deletion AUC ↓", "insertion AUC ↑", "sanity check", "s / image"]
     rows = []
     for method, by_kind in loc.items():
         s, f = by_kind["all"], faith.get(method, {})
@@ -303,7 +350,7 @@ def render_report(results: dict[str, Any]) -> str:
             verdict = "PASS (head-insensitive)"
         rows.append([method, _pct(s.get("pointing_game")), _pct(s.get("pointing_chance")),
                      _pct(s.get("energy_inside")), _num(s.get("mean_iou")), _pct(s.get("hit_iou_0.3")),
-                     _num(f.get("deletion_auc")), _num(f.get("insertion_auc")), verdict,
+                     _num(s.get("ap50")), _num(s.get("ap50_95")), _num(f.get("deletion_auc")), _num(f.get("insertion_auc")), verdict,
                      f"{results['seconds_per_image'][method]:.3f}"])
     parts += [_table(header, rows), ""]
     if "random order" in faith:
@@ -341,6 +388,13 @@ _HOW_TO_READ = """## How to read this
   column.
 - **Mean IoU / IoU≥t**: the best-matching predicted box (thresholded map, connected components) against the
   true boxes. "IoU whole-image box" is the IoU of predicting the entire image: beat it.
+- **AP50 / AP50:95**: COCO average precision of those boxes, ranked by their score (peak x mean heat), at
+  IoU 0.5 and averaged over IoU 0.5-0.95 (torchmetrics on pycocotools). Class-agnostic: overall, every true
+  box is one class; per kind, that kind's boxes on the images that show it. Only images with true boxes are
+  scored, so no normal film adds a false positive. `coco/` holds the true and predicted boxes as COCO files
+  (`ground_truth.json`, `detections_<method>.json`) to check these numbers with other tools. Published
+  detectors trained on boxes are the yardstick (README, "Real datasets with boxes"); a classifier's maps
+  were never trained to draw boxes.
 - **Deletion / insertion AUC** (subsample): P(abnormal) as the most salient pixels are replaced by a blurred
   copy (deletion: lower is better) or restored into the blurred image (insertion: higher is better).
 - **Sanity check**: maps that survive randomising the weights explain the image, not the model

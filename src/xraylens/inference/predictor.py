@@ -165,6 +165,23 @@ class Predictor:
                 bar.update(len(paths[start : start + batch_size]))
         return Predictions(images, self.studies(images), failures)
 
+    def predict_index(self, table: Any, *, batch_size: int = 16, explain: bool = False,
+                      progress: bool = True) -> Predictions:
+        """Rows of a dataset index (``path``, ``file``, ``study_id``, ``body_part``; any format).
+
+        A FracAtlas folder holds thousands of one-image studies and a GRAZPEDWRI-DX
+        part folder mixes patients, so studies and body parts come from the
+        index, not from folders; sources are the index's relative paths.
+        """
+        import dataclasses
+
+        rows = {str(r.file): (str(r.path), str(r.study_id), str(r.body_part)) for r in table.itertuples(index=False)}
+        result = self.predict_many(list(rows), batch_size=batch_size, explain=explain, progress=progress)
+        images = [dataclasses.replace(p, source=rows[p.source][0], study=rows[p.source][1], body_part=rows[p.source][2])
+                  for p in result.images]
+        failures = [Failure(rows.get(f.path, (f.path,))[0], f.reason) for f in result.failures]
+        return Predictions(images, self.studies(images), failures)
+
     def studies(self, images: Sequence[ImagePrediction]) -> list[StudyPrediction]:
         """Group views by folder; a study's probability is the mean of its views' (MURA paper)."""
         groups: dict[str, list[ImagePrediction]] = {}
