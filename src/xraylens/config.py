@@ -58,6 +58,8 @@ class DataConfig:
     root: str = "data/synth"
     body_parts: tuple[str, ...] = ()  # empty = all seven parts
     image_size: int = 128  # square side after aspect-preserving resize + pad
+    # Local contrast (CLAHE) clip limit on the letterboxed square, e.g. 2.0; 0 = off. Travels in checkpoints.
+    clahe_clip: float = 0.0
     val_fraction: float = 0.15  # share of train *patients* held out for validation
     split_seed: int = 0
     num_workers: int = 2

@@ -221,7 +221,7 @@ class RadiographDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = cfg
         self.data = data
-        self.prep = preprocessing_for(cfg.model, cfg.data.image_size)
+        self.prep = preprocessing_for(cfg.model, cfg.data.image_size, cfg.data.clahe_clip)
         self.feature_model = feature_model
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None

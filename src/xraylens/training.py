@@ -247,7 +247,7 @@ class RadiographClassifier(L.LightningModule):
         summary["best_val_loss"] = best
         return CheckpointMeta(
             model=self.cfg.model,
-            preprocessing=preprocessing_for(self.cfg.model, self.cfg.data.image_size),
+            preprocessing=preprocessing_for(self.cfg.model, self.cfg.data.image_size, self.cfg.data.clahe_clip),
             experiment=to_dict(self.cfg),
             summary=summary,
         )
@@ -345,6 +345,8 @@ def check_train_settings(cfg: ExperimentConfig) -> None:
     if t.feature_precision not in FEATURE_PRECISIONS:
         raise ConfigError(f"train.feature_precision={t.feature_precision!r}; choose one of "
                           f"{', '.join(FEATURE_PRECISIONS)}")
+    if cfg.data.clahe_clip < 0:
+        raise ConfigError(f"data.clahe_clip is a CLAHE clip limit (e.g. 2.0), or 0 for off; got {cfg.data.clahe_clip}")
     if t.accumulate_grad_batches < 1:
         raise ConfigError(f"train.accumulate_grad_batches must be >= 1, got {t.accumulate_grad_batches}")
     if not 0.0 < t.warmup_fraction < 1.0:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from xraylens.data.contrast import local_contrast
+
 if TYPE_CHECKING:  # torch is imported lazily so the ONNX runtime path can run without it
     import torch
 
@@ -24,21 +26,23 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Travels inside every checkpoint and ONNX file: size, channels and normalisation."""
+    """Travels inside every checkpoint and ONNX file: size, channels, local contrast and normalisation."""
 
     size: int = 128
     in_channels: int = 1
     mean: tuple[float, ...] = (0.449,)
     std: tuple[float, ...] = (0.226,)
+    clahe_clip: float = 0.0  # CLAHE on the letterboxed square before normalising (data.contrast); 0 = off
 
     @classmethod
     def for_channels(cls, size: int, in_channels: int, mean: tuple[float, ...] = IMAGENET_MEAN,
-                     std: tuple[float, ...] = IMAGENET_STD) -> Preprocessing:
+                     std: tuple[float, ...] = IMAGENET_STD, clahe_clip: float = 0.0) -> Preprocessing:
         """RGB statistics (ImageNet's by default); one channel gets their mean, what a folded stem expects."""
         if in_channels == 3:
-            return cls(size=size, in_channels=3, mean=tuple(mean), std=tuple(std))
+            return cls(size=size, in_channels=3, mean=tuple(mean), std=tuple(std), clahe_clip=clahe_clip)
         if in_channels == 1:
-            return cls(size=size, in_channels=1, mean=(round(sum(mean) / 3, 3),), std=(round(sum(std) / 3, 3),))
+            return cls(size=size, in_channels=1, mean=(round(sum(mean) / 3, 3),), std=(round(sum(std) / 3, 3),),
+                       clahe_clip=clahe_clip)
         raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,6 +57,7 @@ class Preprocessing:
             in_channels=int(data["in_channels"]),
             mean=tuple(float(v) for v in data["mean"]),
             std=tuple(float(v) for v in data["std"]),
+            clahe_clip=float(data.get("clahe_clip", 0.0)),  # checkpoints from before the option: off
         )
 
 
@@ -116,6 +121,7 @@ def letterbox_geometry(height: int, width: int, size: int) -> Letterbox:
 
 def normalize(square: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """(S, S) in [0, 1] (float) or uint8 -> normalised (C, S, S) float32 array (numpy only, for ONNX)."""
+    square = local_contrast(square, prep.clahe_clip)
     x = square.astype(np.float32) / 255.0 if square.dtype == np.uint8 else square.astype(np.float32, copy=False)
     mean = np.asarray(prep.mean, np.float32).reshape(-1, 1, 1)
     std = np.asarray(prep.std, np.float32).reshape(-1, 1, 1)
@@ -126,7 +132,7 @@ def to_tensor(square: np.ndarray, prep: Preprocessing) -> torch.Tensor:
     """(S, S) in [0, 1] (float) or uint8 -> normalised (C, S, S) float32 tensor."""
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(square))
+    x = torch.from_numpy(np.ascontiguousarray(local_contrast(square, prep.clahe_clip)))
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
     x = x.unsqueeze(0).expand(prep.in_channels, -1, -1)
     mean = torch.tensor(prep.mean, dtype=torch.float32).view(-1, 1, 1)

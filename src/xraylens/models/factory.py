@@ -70,10 +70,10 @@ def create_model_from_config(cfg: ModelConfig) -> nn.Module:
     return create_model(cfg.name, cfg.pretrained, cfg.weights_path, cfg.in_channels, cfg.dropout, cfg.pooling)
 
 
-def preprocessing_for(cfg: ModelConfig, size: int) -> Preprocessing:
+def preprocessing_for(cfg: ModelConfig, size: int, clahe_clip: float = 0.0) -> Preprocessing:
     """The input normalisation the model's starting weights expect, at ``size`` px (travels in checkpoints)."""
     arch = architecture(cfg.name)
-    return Preprocessing.for_channels(size, cfg.in_channels, mean=arch.mean, std=arch.std)
+    return Preprocessing.for_channels(size, cfg.in_channels, mean=arch.mean, std=arch.std, clahe_clip=clahe_clip)
 
 
 def target_layer(model: nn.Module, name: str) -> nn.Module:
