@@ -9,7 +9,8 @@ head for stride 32), POOLS a comma list of topk,lse,max,avg,attn (gated attentio
 2018). Options: bf16 (extract the training features under bf16 autocast, evaluate on fp32 ones), hN
 (hidden width, default 128), kF (top-k fraction, default 0.02), eN (epochs, default 30), boxF (box fraction:
 the balanced box loss of `train.box_fraction` on that share of training images, default 0), dF (head dropout,
-default 0.1; the package's demo_cpu uses 0.2), sN (seed), parts (the package's per-body-part class weights
+default 0.1; the package's demo_cpu uses 0.2), sN (seed), claheF (data.clahe_clip: CLAHE before the
+features, stored in their own file), parts (the package's per-body-part class weights
 instead of one pos_weight). Features are
 stored in ./feats_*.pt and reused. Prints one JSON line per pooling: image AUROC on train and on the
 patient-grouped validation split, and study AUROC on the `valid` split overall and per finding kind
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from xraylens.data.contrast import local_contrast
 from xraylens.data.images import read_image
 from xraylens.data.mura import index_dataset
 from xraylens.data.preprocess import letterbox
@@ -42,9 +44,10 @@ EPOCHS = int(next((a[1:] for a in sys.argv[5:] if a.startswith("e")), 30))
 BOX_FRACTION = float(next((a[3:] for a in sys.argv[5:] if a.startswith("box")), 0.0))
 DROPOUT = float(next((a[1:] for a in sys.argv[5:] if a.startswith("d")), 0.1))
 SEED = int(next((a[1:] for a in sys.argv[5:] if a.startswith("s")), 0))
-PART_WEIGHTS = "parts" in sys.argv[5:]  # the package's per-body-part class weights instead of one pos_weight
+PART_WEIGHTS = "parts" in sys.argv[5:]
+CLAHE = float(next((a[5:] for a in sys.argv[5:] if a.startswith("clahe")), 0.0))  # data.clahe_clip  # the package's per-body-part class weights instead of one pos_weight
 tag = f"{root.strip('/').split('/')[-1]}_{size}_{layer}"
-feat_file = f"feats_{tag}{'_bf16' if BF16 else ''}.pt"
+feat_file = f"feats_{tag}{f'_clahe{CLAHE:g}' if CLAHE else ''}{'_bf16' if BF16 else ''}.pt"
 
 idx = index_dataset(root, splits=("train", "valid"), progress=False).table
 boxes = pd.read_csv(f"{root}/boxes.csv")
@@ -71,7 +74,7 @@ except FileNotFoundError:
     files = idx["file"].tolist()
     with torch.inference_mode():
         for i in range(0, len(files), 16):
-            sq = [letterbox(read_image(f), size)[0] for f in files[i:i+16]]
+            sq = [local_contrast(letterbox(read_image(f), size)[0], CLAHE) for f in files[i:i+16]]
             x = torch.from_numpy(np.stack(sq))[:, None].expand(-1, 3, -1, -1)
             x = ((x - 0.5) / 0.5).contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
@@ -187,7 +190,7 @@ def run(pool, epochs=EPOCHS, lr=1e-3, wd=1e-4, hidden=HIDDEN, flip=True, seed=SE
         evalf = feats
     with torch.no_grad():
         p = torch.cat([torch.sigmoid(h(evalf[i:i+64].float())) for i in range(0, len(idx), 64)]).numpy()
-    res = {"pool": pool, "dropout": DROPOUT, "seed": seed, "part_weights": PART_WEIGHTS, "box_fraction": BOX_FRACTION, "bf16": BF16, "hidden": hidden, "k": FRAC, "epochs": epochs, "train_loss": round(tot / len(tr), 3), "secs": round(time.time() - t0)}
+    res = {"pool": pool, "clahe": CLAHE, "dropout": DROPOUT, "seed": seed, "part_weights": PART_WEIGHTS, "box_fraction": BOX_FRACTION, "bf16": BF16, "hidden": hidden, "k": FRAC, "epochs": epochs, "train_loss": round(tot / len(tr), 3), "secs": round(time.time() - t0)}
     for name, rows in (("train", tr), ("val", va)):
         res[f"{name}_img_auc"] = round(roc_auc_score(labels[rows], p[rows]), 3)
     t = idx.iloc[te].assign(p=p[te]).groupby("study_path").agg(p=("p", "mean"), label=("label", "first"))
