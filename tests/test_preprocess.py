@@ -98,7 +98,6 @@ def test_the_contrast_setting_travels_and_both_normalisations_apply_it():
 
 def test_a_trained_checkpoint_carries_the_contrast_setting(tmp_path):
     from test_training import tiny_cfg, write_blob_mura
-
     from xraylens.config import ConfigError
     from xraylens.models import load_checkpoint
     from xraylens.training import check_train_settings, fit
