@@ -156,6 +156,7 @@ def evaluate(
     progress: bool = True,
     device: str | None = None,
     boxes: str | Path | None = None,
+    overwrite: bool = False,
 ) -> EvaluationReport:
     """Predict ``split`` with the checkpoint(s), measure, and write every report file into ``out``.
 
@@ -165,8 +166,10 @@ def evaluate(
     ``boxes``: a box table (``path,...,kind``) for metrics per finding kind
     (:mod:`xraylens.finding_kinds`); ``None`` uses ``boxes.csv`` in the data
     folder when there is one, and without a table there are no per-kind
-    metrics. Raises CheckpointError, DataError or EvaluationError with the fix
-    in the message.
+    metrics. An ``out`` that is not empty is refused with
+    :class:`~xraylens.output_dir.OutputExistsError` unless ``overwrite`` (then the
+    earlier report's files are removed first). Raises CheckpointError, DataError
+    or EvaluationError with the fix in the message.
     """
     from xraylens.data.mura import index_dataset
     from xraylens.models import load_checkpoint
@@ -174,10 +177,11 @@ def evaluate(
     threshold = _check_threshold_spec(threshold)
     if not checkpoints:
         raise EvaluationError("give at least one checkpoint")
-    out = Path(out)
-    if (out / "metrics.json").exists():
-        log.warning("%s already holds an evaluation; its files will be replaced", out)
-    models = [load_checkpoint(path) for path in checkpoints]
+    from xraylens.evaluation_report import REPORT_FILES
+    from xraylens.output_dir import claim_output_dir
+
+    models = [load_checkpoint(path) for path in checkpoints]  # a wrong path is named before the folder
+    out = claim_output_dir(out, overwrite=overwrite, outputs=REPORT_FILES, what="evaluation")
     run = dict(batch_size=batch_size, num_workers=num_workers, progress=progress, device=device)
     index = index_dataset(data_root, splits=(split,), body_parts=body_parts, progress=progress)
     if index.table.empty:

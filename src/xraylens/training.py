@@ -52,6 +52,7 @@ from xraylens.models import (
     head_parameters,
     preprocessing_for,
 )
+from xraylens.output_dir import OutputExistsError
 from xraylens.runfolder import RunFiles, build_trainer, write_history
 
 log = logging.getLogger(__name__)
@@ -275,25 +276,33 @@ class FitResult:
     global_rank: int = 0  # under DDP every rank returns; only rank 0 wrote the run files
 
 
-class RunExistsError(FileExistsError):
+class RunExistsError(OutputExistsError):
     """The output folder already holds a training run and this call would overwrite it."""
 
 
+# What a training run writes into its folder: what ``overwrite=True`` (``--overwrite``) removes first.
+RUN_OUTPUTS = ("checkpoints", "csv", "tensorboard", "metrics.csv", "training_history.png", "config.yaml",
+               "config.until-epoch*.yaml")
+
+
 def fit(cfg: ExperimentConfig, out: str | Path, *, resume: str | Path | None = None,
-        progress: bool = True) -> FitResult:
+        progress: bool = True, overwrite: bool = False) -> FitResult:
     """Train ``cfg`` into the run folder ``out``; ``resume`` continues from a Lightning checkpoint.
 
     Raises :class:`~xraylens.models.PretrainedWeightsError` when ImageNet weights
     cannot be obtained, :class:`~xraylens.data.problems.DataError` for an
-    unusable dataset, and :class:`RunExistsError` rather than overwrite a run.
+    unusable dataset, and :class:`RunExistsError` rather than overwrite a run
+    (``overwrite=True`` deletes the earlier run's files first instead).
     """
     from lightning.pytorch.utilities import rank_zero_only
 
     run_dir = Path(out)
     if resume is not None:
+        if overwrite:
+            raise ConfigError("resume continues the run in its folder; it cannot be combined with overwrite")
         _check_resumable(Path(resume), cfg)
     elif rank_zero_only.rank == 0:
-        _check_fresh(run_dir)
+        _check_fresh(run_dir, overwrite)
     check_train_settings(cfg)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     data = load_training_data(cfg, progress=progress)
@@ -360,13 +369,20 @@ def check_train_settings(cfg: ExperimentConfig) -> None:
                           f"(the mil_* models); {cfg.model.name} does not. Use train.backbone=frozen.")
 
 
-def _check_fresh(run_dir: Path) -> None:
+def _check_fresh(run_dir: Path, overwrite: bool = False) -> None:
     existing = sorted((run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").is_dir() else []
-    if existing or (run_dir / "metrics.csv").exists():
+    if not (existing or (run_dir / "metrics.csv").exists()):
+        return  # empty, or a start killed before its first checkpoint: nothing to lose
+    if not overwrite:
         raise RunExistsError(
             f"{run_dir} already holds a training run ({len(existing)} checkpoint(s)); continue it with "
-            f"--resume {run_dir / 'checkpoints' / 'last.ckpt'} or choose a new --out folder"
+            f"--resume {run_dir / 'checkpoints' / 'last.ckpt'}, choose a new --out folder, or pass "
+            "--overwrite to delete it and start again"
         )
+    from xraylens.output_dir import claim_output_dir
+
+    log.warning("--overwrite: deleting the earlier training run in %s", run_dir)
+    claim_output_dir(run_dir, overwrite=True, outputs=RUN_OUTPUTS, what="training run")
 
 
 def checkpoint_experiment(path: str | Path) -> dict[str, Any]:

@@ -118,6 +118,8 @@ def _layer(parser: argparse.ArgumentParser) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive, default=8, metavar="B", help="default: 8")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run's outputs in OUT (default: refuse a non-empty OUT)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -149,6 +151,7 @@ def _explain(args: argparse.Namespace) -> int:
     from xraylens.data.problems import DataError
     from xraylens.explain.explanations import collect_inputs, explain_images, items_from_table
     from xraylens.models import CheckpointError, load_checkpoint
+    from xraylens.output_dir import OutputExistsError
 
     if bool(args.inputs) == bool(args.data):
         raise CLIError("give image INPUTS or --data ROOT (one of the two)")
@@ -171,8 +174,9 @@ def _explain(args: argparse.Namespace) -> int:
                             threshold=args.threshold, layer=args.layer)
         result = explain_images(loaded, items, args.out, cfg, batch_size=args.batch_size,
                                 max_studies=args.max_studies, study_views=bool(args.data),
-                                progress=not args.quiet and sys.stderr.isatty(), skipped=missing)
-    except (CheckpointError, DataError, ValueError) as exc:
+                                progress=not args.quiet and sys.stderr.isatty(), skipped=missing,
+                                overwrite=args.overwrite)
+    except (CheckpointError, DataError, ValueError, OutputExistsError) as exc:
         raise CLIError(str(exc)) from exc
     abnormal = sum(r["verdict"] == "abnormal" for r in result.rows)
     print(f"explained {len(result.rows)} images ({abnormal} abnormal) with {args.method}; "
@@ -194,6 +198,7 @@ def _explain_eval(args: argparse.Namespace) -> int:
         evaluate_explanations,
     )
     from xraylens.models import CheckpointError, load_checkpoint
+    from xraylens.output_dir import OutputExistsError
 
     try:
         loaded = load_checkpoint(args.checkpoint)
@@ -207,8 +212,8 @@ def _explain_eval(args: argparse.Namespace) -> int:
                             sanity_images=args.sanity_images, sanity_steps=args.sanity_steps, layer=args.layer)
     try:
         results = evaluate_explanations(loaded, args.data, args.boxes, args.out, settings, split=args.split,
-                                        progress=not args.quiet and sys.stderr.isatty())
-    except (CheckpointError, DataError, ExplainEvalError) as exc:
+                                        progress=not args.quiet and sys.stderr.isatty(), overwrite=args.overwrite)
+    except (CheckpointError, DataError, ExplainEvalError, OutputExistsError) as exc:
         raise CLIError(str(exc)) from exc
     print(f"{results['n_images']} abnormal images with boxes; pointing game (chance):")
     for method, by_kind in results["localization"].items():

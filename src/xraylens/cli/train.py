@@ -62,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
                         help="override config values, e.g. train.epochs=3 model.name=resnet18")
     parser.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint (e.g. last.ckpt)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete an earlier run in OUT and start again (default: refuse; or --resume it)")
     parser.add_argument("--weights", metavar="PATH", help="local ImageNet weights file (sets model.weights_path)")
     parser.add_argument("--accelerator", help="cpu, gpu, cuda, mps, auto (train.accelerator)")
     parser.add_argument("--devices", help="how many devices (4), which ones (0,1) or auto (train.devices)")
@@ -88,7 +90,7 @@ def _train(args: argparse.Namespace) -> int:
         _quiet_lightning_logging()
         from xraylens.training import RunExistsError, fit
 
-        result = fit(cfg, args.out, resume=args.resume, progress=not args.quiet)
+        result = fit(cfg, args.out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     except (ConfigError, DataError, CacheError, CheckpointError, PretrainedWeightsError, RunExistsError) as exc:
         raise CLIError(str(exc)) from exc
     if result.global_rank == 0:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xraylens.data.image_errors import DEFAULT_MAX_PIXELS, ImageReadError
+from xraylens.data.image_errors import DEFAULT_MAX_PIXELS, ImageReadError, MissingExtraError
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -70,11 +70,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` from the header alone, for dataset summaries and size checks without decoding."""
     kind = _checked_kind(path)
     if _is_dicom(path, kind):
-        try:
-            from xraylens.data.dicom import dicom_size
-        except ImportError as exc:
-            raise ImageReadError(f"{path}: is a DICOM file; {_DICOM_HINT}") from exc
-        return dicom_size(path)
+        return _with_dicom_extra(path, "dicom_size", path)
     with _open_pil(path, kind) as image:
         width, height = image.size
     return height, width
@@ -198,8 +194,19 @@ def _to_float(image, path: str | Path) -> np.ndarray:
 
 
 def _read_dicom(path: str | Path, max_pixels: int) -> np.ndarray:
+    return _with_dicom_extra(path, "read_dicom", path, max_pixels=max_pixels)
+
+
+def _with_dicom_extra(path: str | Path, name: str, *args, **kwargs):
+    """Call ``xraylens.data.dicom.<name>``; without pydicom that is one file's :class:`ImageReadError`.
+
+    pydicom is imported inside the reader, so its absence surfaces on the first
+    call, not at import: a bare ImportError there stopped a whole ``predict``
+    run at the first DICOM instead of reporting each one.
+    """
+    import importlib
+
     try:
-        from xraylens.data.dicom import read_dicom
+        return getattr(importlib.import_module("xraylens.data.dicom"), name)(*args, **kwargs)
     except ImportError as exc:
-        raise ImageReadError(f"{path}: is a DICOM file; {_DICOM_HINT}") from exc
-    return read_dicom(path, max_pixels=max_pixels)
+        raise MissingExtraError(f"{path}: is a DICOM file; {_DICOM_HINT}") from exc

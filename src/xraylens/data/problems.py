@@ -24,6 +24,9 @@ PROBLEM_KINDS: dict[str, str] = {
     "not_image": "not a PNG/JPEG/DICOM file despite its name: re-extract or delete it",
     "unreadable": "truncated or corrupt image: re-extract it from the archive",
     "unexpected_path": "file or folder outside the MURA layout XR_<PART>/patientN/studyK_<positive|negative>/",
+    "outside_root": "a symlink that leads out of the dataset folder, refused: copy the file into the tree",
+    "empty_study": "a study folder with no image in it: re-extract it from the archive or delete the folder",
+    "label_conflict": "the label CSV and the folder name disagree, study skipped: fix the label or rename the folder",
 }
 
 

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # Score-CAM needs one forward pass per feature channel per image (1,280 for MobileNetV2): opt in.
 DEFAULT_EVAL_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "scorecam")
+# What _write puts in ``out``: what ``--overwrite`` clears before a new report.
+REPORT_FILES = ("localization.json", "report.md", "methods_grid.png", "pointing_game.png", "sanity.png")
 
 
 class ExplainEvalError(ValueError):
@@ -69,6 +71,7 @@ class _Images:
     geometry: list[Letterbox]
     truth: list[list[TrueBox]]
     previews: list[np.ndarray] = field(default_factory=list)  # originals of the first grid images
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unreadable images
 
 
 def read_true_boxes(path: str | Path) -> dict[str, list[TrueBox]]:
@@ -83,12 +86,13 @@ def _load(table: pd.DataFrame, truth: dict[str, list[TrueBox]], loaded: LoadedMo
           progress: bool) -> _Images:
     from tqdm.auto import tqdm
 
-    keep, tensors, geometry, boxes, previews = [], [], [], [], []
+    keep, tensors, geometry, boxes, previews, skipped = [], [], [], [], [], []
     for i, row in enumerate(tqdm(table.itertuples(index=False), total=len(table), desc="load", disable=not progress)):
         try:
             image = read_image(row.file)
         except ImageReadError as exc:
             log.warning("skipped %s: %s", row.path, exc)
+            skipped.append((row.path, str(exc)))
             continue
         x, lb = prepare(image, loaded.meta.preprocessing)
         keep.append(i)
@@ -98,8 +102,10 @@ def _load(table: pd.DataFrame, truth: dict[str, list[TrueBox]], loaded: LoadedMo
         if len(previews) < grid:
             previews.append(image)
     if not tensors:
-        raise ExplainEvalError("none of the selected images could be read")
-    return _Images(table.iloc[keep].reset_index(drop=True), torch.stack(tensors), geometry, boxes, previews)
+        raise ExplainEvalError("none of the selected images could be read: "
+                               + "; ".join(f"{p}: {r}" for p, r in skipped[:3]))
+    return _Images(table.iloc[keep].reset_index(drop=True), torch.stack(tensors), geometry, boxes, previews,
+                   skipped)
 
 
 def _probabilities(loaded: LoadedModel, x: torch.Tensor, batch_size: int) -> np.ndarray:
@@ -152,9 +158,17 @@ def evaluate_explanations(
     *,
     split: str = "valid",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Score each method in ``settings.methods``; write the report files under ``out``; return the JSON dict."""
+    """Score each method in ``settings.methods``; write the report files under ``out``; return the JSON dict.
+
+    A non-empty ``out`` is refused (:class:`~xraylens.output_dir.OutputExistsError`)
+    unless ``overwrite``. Images that cannot be read are left out and listed
+    under ``skipped`` in the report, each with its reason.
+    """
     from tqdm.auto import tqdm
+
+    from xraylens.output_dir import claim_output_dir
 
     settings = settings or EvalSettings()
     if settings.methods == DEFAULT_EVAL_METHODS:  # the defaults: every method this model can give
@@ -175,6 +189,7 @@ def evaluate_explanations(
         if "cam" in settings.methods and layer is not target_layer(loaded.model, loaded.meta.model.name):
             raise ExplainEvalError(f"the classic CAM ('cam') only works at the layer that feeds the head; "
                                    f"leave it out of --methods to score layer {settings.layer}")
+    out = claim_output_dir(out, overwrite=overwrite, outputs=REPORT_FILES, what="explanation evaluation")
     truth = read_true_boxes(boxes_csv)
     images = _load(_select(data, split, truth, boxes_csv, settings, progress), truth, loaded,
                    settings.grid_images, progress)
@@ -193,6 +208,7 @@ def evaluate_explanations(
         "classifier": {"mean_probability": float(probs.mean()), "called_abnormal": float(called.mean()),
                        "threshold": meta.threshold},
         "localization": {}, "faithfulness": {}, "sanity": {}, "seconds_per_image": {},
+        "skipped": [{"path": path, "reason": reason} for path, reason in images.skipped],
     }
     grid_maps: dict[str, list[np.ndarray]] = {}
     grid_boxes: dict[str, list[list[Box]]] = {}
@@ -218,7 +234,7 @@ def evaluate_explanations(
         results["faithfulness"]["random order"] = _faith_summary(deletion_insertion(
             model, images.x[faith_idx], None, steps=settings.faithfulness_steps, temperature=meta.temperature,
             seed=settings.seed))
-    _write(Path(out), results, images, grid_maps, grid_boxes)
+    _write(out, results, images, grid_maps, grid_boxes)
     return results
 
 
