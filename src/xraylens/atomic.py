@@ -34,6 +34,15 @@ class AtomicWriteError(OSError):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self):  # crosses process boundaries (worker pools) with its message intact
+        return (_rebuilt, (self.errno, self.strerror, self.filename, self.message))
+
+
+def _rebuilt(code: int | None, strerror: str, filename: str, message: str) -> AtomicWriteError:
+    error = AtomicWriteError(Path(filename), OSError(code, strerror))
+    error.message = message
+    return error
+
 
 _HINTS = {
     errno.ENOSPC: " (the disk is full: free space there, or write elsewhere)",

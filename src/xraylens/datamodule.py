@@ -269,14 +269,22 @@ class RadiographDataModule(L.LightningDataModule):
 
             # stored features are in this process's memory already: workers would only copy them
             workers, kwargs = 0, {**kwargs, "collate_fn": collate_batch}
-        return DataLoader(dataset, batch_size=self.cfg.train.batch_size, num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=on_gpu, **kwargs)
+        kind: type[DataLoader] = DataLoader
+        if "seed" in kwargs:
+            from xraylens.resume import ResumableLoader
+
+            kind = ResumableLoader
+        return kind(dataset, batch_size=self.cfg.train.batch_size, num_workers=workers,
+                    persistent_workers=workers > 0, pin_memory=on_gpu, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"
         replicas = self.trainer.world_size if self.trainer is not None else 1
         # A last batch of one image breaks BatchNorm; drop the remainder when a rank has more than a batch.
         drop_last = len(self.train_set) // replicas > self.cfg.train.batch_size
+        if self.cfg.train.deterministic and replicas == 1:
+            # the order of each epoch from (seed, epoch), resumable mid-epoch (xraylens.resume)
+            return self._loader(self.train_set, drop_last=drop_last, seed=self.cfg.train.seed)
         return self._loader(self.train_set, shuffle=True, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader:

@@ -29,6 +29,7 @@ network from one without any config).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,8 @@ from xraylens.runfolder import RunFiles, build_trainer, write_history
 log = logging.getLogger(__name__)
 
 STAGES = ("train", "val")
+TRAIN_METRICS_KEY = "xraylens_train_metrics"  # mid-epoch checkpoints: the epoch's training metrics so far
+_TRAIN_METRICS = ("train_loss", "train_acc", "train_auroc")
 BACKBONE_MODES = ("finetune", "frozen", "cached")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("plateau", "onecycle")
@@ -104,6 +107,7 @@ class RadiographClassifier(L.LightningModule):
             setattr(self, f"{stage}_loss", MeanMetric())
             setattr(self, f"{stage}_acc", BinaryAccuracy())
             setattr(self, f"{stage}_auroc", BinaryAUROC())
+        self._lr_logged = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, S, S) normalised images -> (B, 1) logits of P(abnormal)."""
@@ -161,6 +165,9 @@ class RadiographClassifier(L.LightningModule):
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if not self._lr_logged:  # at the epoch's first batch, also the first after a mid-epoch resume
+            self._lr_logged = True
+            self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
         loss = self._step(batch, "train")
         self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
@@ -214,13 +221,38 @@ class RadiographClassifier(L.LightningModule):
             if scheduler is not None:
                 scheduler.num_bad_epochs = 0  # a new phase: give it the full patience
             log.info("epoch %d: backbone unfrozen; fine-tuning every layer at lr %.3g", self.current_epoch, lr)
-        # The head's rate for this epoch (the backbone's is 0 while frozen, the same afterwards).
-        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
+        # The head's rate for this epoch (the backbone's is 0 while frozen, the same afterwards) is logged
+        # at the epoch's first batch: a run resumed mid-epoch does not pass through this hook.
+        self._lr_logged = False
 
     # ------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["xraylens"] = self.checkpoint_meta().to_dict()
+        done = self._batches_done_this_epoch()
+        if done:  # a mid-epoch save (train.checkpoint_every_n_steps): keep the epoch's metrics so far
+            from xraylens.resume import metric_states
+
+            checkpoint[TRAIN_METRICS_KEY] = {"batches_done": done, "batches_per_epoch": self._batches_per_epoch(),
+                                             "metrics": metric_states(self, _TRAIN_METRICS)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(TRAIN_METRICS_KEY)
+        if saved and 0 < saved["batches_done"] < saved["batches_per_epoch"]:  # resuming into that epoch
+            from xraylens.resume import restore_metric_states
+
+            restore_metric_states(self, saved["metrics"])
+
+    def _batches_done_this_epoch(self) -> int:
+        """Training batches finished in the current epoch when saved from inside it, else 0."""
+        if self._trainer is None or not self.trainer.training:
+            return 0
+        done = int(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        return done if done < self._batches_per_epoch() else 0
+
+    def _batches_per_epoch(self) -> int:
+        total = self.trainer.num_training_batches
+        return int(total) if total != float("inf") else 1 << 62
 
     def checkpoint_meta(self) -> CheckpointMeta:
         summary = dict(self.data_summary)
@@ -286,13 +318,14 @@ RUN_OUTPUTS = ("checkpoints", "csv", "tensorboard", "metrics.csv", "training_his
 
 
 def fit(cfg: ExperimentConfig, out: str | Path, *, resume: str | Path | None = None,
-        progress: bool = True, overwrite: bool = False) -> FitResult:
+        progress: bool = True, overwrite: bool = False, callbacks: Sequence[L.Callback] = ()) -> FitResult:
     """Train ``cfg`` into the run folder ``out``; ``resume`` continues from a Lightning checkpoint.
 
     Raises :class:`~xraylens.models.PretrainedWeightsError` when ImageNet weights
     cannot be obtained, :class:`~xraylens.data.problems.DataError` for an
     unusable dataset, and :class:`RunExistsError` rather than overwrite a run
     (``overwrite=True`` deletes the earlier run's files first instead).
+    ``callbacks`` are added to the Trainer's (e.g. a custom logger or a test's probe).
     """
     from lightning.pytorch.utilities import rank_zero_only
 
@@ -311,7 +344,7 @@ def fit(cfg: ExperimentConfig, out: str | Path, *, resume: str | Path | None = N
              data.root)
     net = create_model_from_config(cfg.model)
     module = RadiographClassifier(net, cfg, loss_weights(data.train, cfg.train.weighted_loss), data.summary())
-    trainer = build_trainer(cfg, run_dir, progress=progress, callbacks=[RunFiles(run_dir, cfg)])
+    trainer = build_trainer(cfg, run_dir, progress=progress, callbacks=[RunFiles(run_dir, cfg), *callbacks])
     feature_model = module.net if cfg.train.backbone == "cached" else None
     trainer.fit(module, datamodule=RadiographDataModule(cfg, data, feature_model=feature_model),
                 ckpt_path=str(resume) if resume is not None else None, weights_only=True)
@@ -388,14 +421,10 @@ def _check_fresh(run_dir: Path, overwrite: bool = False) -> None:
 def checkpoint_experiment(path: str | Path) -> dict[str, Any]:
     """The training config stored in an xraylens Lightning checkpoint, as a plain dict (for ``--resume``)."""
     from xraylens.models import CheckpointError
+    from xraylens.models.checkpoints import read_checkpoint_file
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    raw = read_checkpoint_file(path, mmap=True)
     meta = raw.get("xraylens") if isinstance(raw, dict) else None
     if not meta or "optimizer_states" not in raw:
         raise CheckpointError(f"{path}: not a resumable xraylens training checkpoint (use a file from "

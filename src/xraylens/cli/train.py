@@ -80,6 +80,7 @@ def _train(args: argparse.Namespace) -> int:
     from xraylens.data.cache import CacheError
     from xraylens.data.problems import DataError
     from xraylens.models import CheckpointError, PretrainedWeightsError
+    from xraylens.output_dir import OutputExistsError  # RunExistsError is one
 
     try:
         cfg = _config(args)
@@ -88,10 +89,10 @@ def _train(args: argparse.Namespace) -> int:
         if cfg.model.name not in MODEL_NAMES:
             raise ConfigError(f"model.name {cfg.model.name!r} is not a registered model ({', '.join(MODEL_NAMES)})")
         _quiet_lightning_logging()
-        from xraylens.training import RunExistsError, fit
+        from xraylens.training import fit
 
         result = fit(cfg, args.out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
-    except (ConfigError, DataError, CacheError, CheckpointError, PretrainedWeightsError, RunExistsError) as exc:
+    except (ConfigError, DataError, CacheError, CheckpointError, PretrainedWeightsError, OutputExistsError) as exc:
         raise CLIError(str(exc)) from exc
     if result.global_rank == 0:
         loss = f" (validation loss {result.best_val_loss:.4f})" if result.best_val_loss is not None else ""
