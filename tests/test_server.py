@@ -18,6 +18,7 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bad_inputs import bomb_png  # noqa: E402
 from xraylens.config import ModelConfig  # noqa: E402
 from xraylens.data.preprocess import Preprocessing  # noqa: E402
 from xraylens.inference import Predictor  # noqa: E402
@@ -194,19 +195,6 @@ def test_serve_warns_when_binding_beyond_localhost(predictor, monkeypatch: pytes
 
 
 # ---------------------------------------------------------------- hostile uploads and load (issue 11)
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    """A valid PNG header declaring ``width`` x ``height`` 8-bit gray pixels, with almost no data behind it."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1024))
-            + chunk(b"IEND", b""))
 
 
 def rss_bytes() -> int:

@@ -43,7 +43,7 @@ from xraylens.data.cache import CacheError, SquareCache, find_cache
 from xraylens.data.dataset import RadiographDataset
 from xraylens.data.images import ImageReadError, image_size
 from xraylens.data.preprocess import letterbox_geometry
-from xraylens.data.problems import DataError
+from xraylens.data.problems import DataError, format_problems
 from xraylens.models import preprocessing_for
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,8 @@ def load_training_data(cfg: ExperimentConfig, progress: bool = True) -> Training
     data = cfg.data
     index = index_dataset(data.root, splits=("train",), body_parts=data.body_parts or None, progress=progress)
     if index.problems:
-        log.warning("%d file(s) skipped while indexing %s (see `xraylens data summary %s`)",
-                    len(index.problems), index.root, data.root)
+        log.warning("indexing %s skipped %s\n(the full list: `xraylens data summary %s`)", index.root,
+                    format_problems(index.problems), data.root)
     if index.table.empty:
         raise DataError(f"{index.root}: no training images for body parts {list(data.body_parts) or 'all'}")
     table = split_train_val(index.table, data.val_fraction, data.split_seed)

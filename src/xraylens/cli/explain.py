@@ -161,8 +161,9 @@ def _explain(args: argparse.Namespace) -> int:
         if args.data:
             from xraylens.data.mura import index_dataset
 
-            table = index_dataset(args.data, splits=(args.split,), progress=not args.quiet).table
-            items = items_from_table(_sample_studies(table, args.limit))
+            index = index_dataset(args.data, splits=(args.split,), progress=not args.quiet)
+            items = items_from_table(_sample_studies(index.table, args.limit))
+            missing = [(p.path, f"{p.kind}: {p.detail}") for p in index.problems]  # into skipped.csv too
         else:
             items, missing = collect_inputs(args.inputs)
             items = items[: args.limit] if args.limit else items

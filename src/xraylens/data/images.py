@@ -16,6 +16,7 @@ the ``dicom`` extra).
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +155,9 @@ def _open_pil(path: str | Path, kind: str | None):
     from PIL import Image, UnidentifiedImageError
 
     try:
-        return Image.open(path, formats=_PIL_FORMATS)
+        with warnings.catch_warnings():  # Pillow warns between 89 and 179 MP; max_pixels is the limit we enforce
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path, formats=_PIL_FORMATS)
     except Image.DecompressionBombError as exc:
         raise ImageReadError(
             f"{path}: refused by Pillow's decompression-bomb limit ({exc}); if you trust the file, raise "

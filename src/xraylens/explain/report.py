@@ -25,7 +25,7 @@ import torch
 from xraylens.data.boxes import TrueBox, read_box_table
 from xraylens.data.images import ImageReadError, read_image
 from xraylens.data.preprocess import Letterbox, prepare
-from xraylens.data.problems import DataError
+from xraylens.data.problems import DataError, format_problems
 from xraylens.explain.cams import METHODS, check_method, compute_cams, methods_for, resolve_layer
 from xraylens.explain.regions import Box, find_boxes
 from xraylens.explain.scores import (
@@ -115,11 +115,16 @@ def _probabilities(loaded: LoadedModel, x: torch.Tensor, batch_size: int) -> np.
 
 
 def _select(data: str | Path, split: str, truth: dict[str, list[TrueBox]], boxes_csv: str | Path,
-            settings: EvalSettings, progress: bool) -> pd.DataFrame:
-    """Abnormal images of ``split`` that have true boxes; a seeded sample of ``limit`` of them, sorted by path."""
+            settings: EvalSettings, progress: bool) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Abnormal images of ``split`` that have true boxes (a seeded sample of ``limit``, sorted by path), and
+    the summary of what indexing skipped (reported, as everywhere else, rather than dropped unseen)."""
     from xraylens.data.mura import index_dataset
 
-    table = index_dataset(data, splits=(split,), progress=progress).table
+    index = index_dataset(data, splits=(split,), progress=progress)
+    if index.problems:
+        log.warning("indexing %s skipped %s\n(the full list: `xraylens data summary %s`)", index.root,
+                    format_problems(index.problems), data)
+    table = index.table
     table = table[(table["label"] == 1) & table["path"].isin(truth.keys())]
     if table.empty:
         raise ExplainEvalError(
@@ -127,7 +132,7 @@ def _select(data: str | Path, split: str, truth: dict[str, list[TrueBox]], boxes
             "MURA-relative (MURA-v1.1/valid/XR_.../image1.png) and come from the same dataset as --data")
     if settings.limit and len(table) > settings.limit:
         table = table.sample(n=settings.limit, random_state=settings.seed)
-    return table.sort_values("path")
+    return table.sort_values("path"), index.problem_summary()
 
 
 def _localise(maps: np.ndarray, images: _Images, called: np.ndarray, kinds: list[str],
@@ -191,8 +196,8 @@ def evaluate_explanations(
                                    f"leave it out of --methods to score layer {settings.layer}")
     out = claim_output_dir(out, overwrite=overwrite, outputs=REPORT_FILES, what="explanation evaluation")
     truth = read_true_boxes(boxes_csv)
-    images = _load(_select(data, split, truth, boxes_csv, settings, progress), truth, loaded,
-                   settings.grid_images, progress)
+    selected, index_problems = _select(data, split, truth, boxes_csv, settings, progress)
+    images = _load(selected, truth, loaded, settings.grid_images, progress)
     model, name, meta = loaded.model.eval(), loaded.meta.model.name, loaded.meta
     probs = _probabilities(loaded, images.x, settings.batch_size)
     called = probs >= meta.threshold
@@ -203,12 +208,14 @@ def evaluate_explanations(
     sanity_idx = np.concatenate([np.flatnonzero(called), np.flatnonzero(~called)])[: settings.sanity_images]
     results: dict[str, Any] = {
         "checkpoint": str(loaded.path), "model": name, "split": split, "n_images": len(images.rows),
+        "images": images.rows["path"].tolist(),
         "kinds": kinds, "settings": asdict(settings),
         "layer": settings.layer or architecture(name).target_layer,  # what gradient CAMs read
         "classifier": {"mean_probability": float(probs.mean()), "called_abnormal": float(called.mean()),
                        "threshold": meta.threshold},
         "localization": {}, "faithfulness": {}, "sanity": {}, "seconds_per_image": {},
         "skipped": [{"path": path, "reason": reason} for path, reason in images.skipped],
+        "index_problems": index_problems,
     }
     grid_maps: dict[str, list[np.ndarray]] = {}
     grid_boxes: dict[str, list[list[Box]]] = {}

@@ -92,7 +92,7 @@ def create_app(predictor: Predictor, *, max_upload_bytes: int = 20 * 2**20, max_
         their long side is at most 1024 px (``display_scale`` = their size / original).
         """
         name = _safe_name(file.filename)
-        tmp = _save_upload(file, max_upload_bytes, HTTPException)
+        tmp = _save_upload(file, max_upload_bytes, HTTPException, name)
         try:
             kind = sniff_kind(tmp)
             if kind is None:
@@ -219,10 +219,10 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-def _save_upload(file: Any, max_bytes: int, http_error: type) -> Path:
+def _save_upload(file: Any, max_bytes: int, http_error: type, name: str) -> Path:
     """Copy the upload into a private temporary file, refusing it past ``max_bytes``."""
-    fd, name = tempfile.mkstemp(prefix="xraylens-upload-", suffix=".bin")
-    path = Path(name)
+    fd, tmp_name = tempfile.mkstemp(prefix="xraylens-upload-", suffix=".bin")
+    path = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
             file.file.seek(0)
@@ -230,11 +230,11 @@ def _save_upload(file: Any, max_bytes: int, http_error: type) -> Path:
             while chunk := file.file.read(_CHUNK):
                 total += len(chunk)
                 if total > max_bytes:
-                    raise http_error(413, f"upload too large (more than {max_bytes:,} bytes; "
+                    raise http_error(413, f"{name}: upload too large (more than {max_bytes:,} bytes; "
                                           f"the limit is {max_bytes / 2**20:.1f} MB)")
                 out.write(chunk)
         if total == 0:
-            raise http_error(422, "the uploaded file is empty (0 bytes)")
+            raise http_error(422, f"{name}: the uploaded file is empty (0 bytes)")
     except BaseException:
         path.unlink(missing_ok=True)
         raise
