@@ -49,13 +49,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model_helpers import lively_model
-    from xraylens.config import ModelConfig
-    from xraylens.data.preprocess import Preprocessing
-    from xraylens.models import CheckpointMeta, save_checkpoint
+    from model_helpers import tiny_checkpoint
 
-    meta = CheckpointMeta(model=ModelConfig(name="mobilenet_v2"), preprocessing=Preprocessing.for_channels(32, 1))
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", lively_model("mobilenet_v2"), meta)
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt")
 
 
 def _named(texts: list[str], rel: str) -> bool:
