@@ -16,6 +16,7 @@ the ``dicom`` extra).
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
             )
         try:
             image.load()
-        except (OSError, SyntaxError, ValueError) as exc:
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
             raise ImageReadError(
                 f"{path}: truncated or corrupt {kind.upper() if kind else 'image'} ({exc}); "
                 "re-download or re-export the file"
@@ -170,6 +171,11 @@ def _open_pil(path: str | Path, kind: str | None):
         ) from exc
     except OSError as exc:
         raise _os_error(path, exc) from exc
+    except (ValueError, SyntaxError, EOFError, struct.error) as exc:  # e.g. "Truncated IHDR chunk" (fuzzing)
+        raise ImageReadError(
+            f"{path}: looks like {kind or 'an unknown format'} but its header is corrupt ({exc}); "
+            "re-download or re-export it"
+        ) from exc
 
 
 def _to_float(image, path: str | Path) -> np.ndarray:
