@@ -10,7 +10,6 @@ training loader, evaluate, predict) would have crashed on them.
 
 from __future__ import annotations
 
-import io
 import struct
 from pathlib import Path
 
@@ -26,22 +25,12 @@ def _element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def dicom_bytes() -> bytes:
+def dicom_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     pytest.importorskip("pydicom")
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from test_dicom import write_dicom
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset("seed.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, generate_uid(), "DX"
-    ds.set_pixel_data(np.zeros((24, 18), np.uint16), "MONOCHROME2", 12)
-    ds.WindowCenter, ds.WindowWidth = 2000, 4000
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    path = tmp_path_factory.mktemp("seed") / "seed.dcm"
+    return write_dicom(path, np.zeros((24, 18), np.uint16), bits=12, window=(2000, 4000)).read_bytes()
 
 
 ROWS = _element(0x0028, 0x0010, b"US", struct.pack("<H", 24))
