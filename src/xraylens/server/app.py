@@ -18,9 +18,11 @@ Safety, because uploads are untrusted and may be large:
 """
 
 import base64
+import contextlib
 import functools
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,7 +56,14 @@ def create_app(predictor: Predictor, *, max_upload_bytes: int = 20 * 2**20, max_
 
     max_pixels = max_pixels or DEFAULT_MAX_PIXELS
     admission = Admission(max_concurrent, max_queue, queue_wait_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        admission.close()  # the computing threads end with the app
+
     app = FastAPI(
+        lifespan=lifespan,
         title="xraylens",
         version=__version__,
         description=("Normal/abnormal classification of musculoskeletal radiographs with heatmaps. "
@@ -101,14 +110,18 @@ def create_app(predictor: Predictor, *, max_upload_bytes: int = 20 * 2**20, max_
             typed = tmp.with_suffix(_SUFFIX[kind])
             os.replace(tmp, typed)
             tmp = typed
-            with admission.slot():  # decoding, the network and the answer's images: the memory-hungry part
+            upload = tmp
+
+            def work() -> dict[str, Any]:  # decoding, the network, the answer's images: the memory-hungry part
                 try:
-                    image = read_image(tmp, max_pixels=max_pixels)
+                    image = read_image(upload, max_pixels=max_pixels)
                 except ImageReadError as exc:
-                    raise HTTPException(422, str(exc).replace(str(tmp), name)) from exc
-                tmp.unlink(missing_ok=True)
+                    raise HTTPException(422, str(exc).replace(str(upload), name)) from exc
+                upload.unlink(missing_ok=True)
                 prediction = predictor.predict_image(image, explain=predictor.can_explain)
                 return _response(prediction, image, predictor, name)
+
+            return admission.run(work)
         except Busy as exc:
             raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
         finally:
