@@ -119,3 +119,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Print the bad-input table (kinds x entry points) when tests/test_bad_inputs.py ran, whatever -s says."""
+    import sys
+
+    module = sys.modules.get("bad_inputs")
+    if module is None or not module.OUTCOMES:
+        return
+    terminalreporter.section("bad inputs: what each entry point did with each kind")
+    terminalreporter.write_line(module.format_table())

@@ -23,3 +23,13 @@ def lively_model(name: str = "mobilenet_v2") -> torch.nn.Module:
         torch.nn.init.normal_(head.weight, std=0.05)
         head.bias.sub_(model(x).mean())  # logits spread around 0: probabilities well inside (0, 1)
     return model
+
+
+def tiny_checkpoint(path, size: int = 32, name: str = "mobilenet_v2"):
+    """A slim xraylens checkpoint of :func:`lively_model` at ``size`` px, written to ``path``."""
+    from xraylens.config import ModelConfig
+    from xraylens.data.preprocess import Preprocessing
+    from xraylens.models import CheckpointMeta, save_checkpoint
+
+    meta = CheckpointMeta(model=ModelConfig(name=name), preprocessing=Preprocessing.for_channels(size, 1))
+    return save_checkpoint(path, lively_model(name), meta)

@@ -285,5 +285,5 @@ def test_box_table_in_the_data_folder_is_used_by_default(setup, tmp_path):
     assert result.metrics["skipped"]["unreadable"] == [TRUNCATED]  # still skipped, and lesion still counted
     assert result.metrics["per_kind"]["lesion"]["n_positive_studies"] == 1
     (root / "boxes.csv").unlink()  # rerun without a table: the stale per-kind files go with it
-    again = evaluate([setup["a"]], root, out=out, n_boot=20, progress=False)
+    again = evaluate([setup["a"]], root, out=out, n_boot=20, progress=False, overwrite=True)
     assert "per_kind" not in again.metrics and not (out / "per_kind.md").exists() and not (out / "per_kind.csv").exists()

@@ -108,7 +108,7 @@ def test_onnx_explain_needs_the_checkpoint(exported, tmp_path: Path) -> None:
     assert not only_onnx.can_explain
     with pytest.raises(ValueError, match="heatmaps need the torch checkpoint"):
         only_onnx.predict_image(img, explain=True)
-    with_ckpt = Predictor.from_checkpoint(ckpt, engine="onnx")  # finds m.onnx next to m.ckpt
+    with_ckpt = Predictor.from_checkpoint(ckpt, onnx=onnx_path)  # the .onnx is named, never found
     result = with_ckpt.predict_image(img, explain=True)
     assert with_ckpt.engine.name == "onnx" and result.heatmap.shape == (64, 64)
     assert result.probability == pytest.approx(Predictor.from_checkpoint(ckpt).predict_image(img).probability,
@@ -120,7 +120,28 @@ def test_onnx_engine_without_export_says_what_to_run(tmp_path: Path, exported) -
     lonely = tmp_path / "other.ckpt"
     lonely.write_bytes(ckpt.read_bytes())
     with pytest.raises(FileNotFoundError, match="xraylens export"):
-        Predictor.from_checkpoint(lonely, engine="onnx")
+        Predictor.from_checkpoint(lonely, onnx=tmp_path / "other.onnx")
+
+
+def test_an_onnx_file_beside_a_checkpoint_is_never_loaded_unasked(tmp_path: Path, exported,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--engine onnx` with a .ckpt used to open CKPT.onnx by itself: a file planted there would run."""
+    from xraylens.cli import main
+    from xraylens.inference import onnx_runtime
+
+    ckpt, onnx_path, _ = exported
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.ckpt").write_bytes(ckpt.read_bytes())
+    (run / "best.onnx").write_bytes(onnx_path.read_bytes())  # planted, or simply stale
+    opened = []
+    monkeypatch.setattr(onnx_runtime, "inference_session", lambda path, device: opened.append(path))
+    with pytest.raises(ValueError, match=r"--onnx .*best\.onnx.*never opens a \.onnx it was not given"):
+        Predictor.from_checkpoint(run / "best.ckpt", engine="onnx")
+    img = write_png(tmp_path / "a.png", 3, (64, 64))
+    assert main(["predict", str(run / "best.ckpt"), str(img), "--engine", "onnx", "--no-progress"]) == 2
+    assert Predictor.from_checkpoint(run / "best.ckpt").engine.name == "torch"  # the default: torch only
+    assert opened == []
 
 
 def test_onnx_predictor_runs_without_torch(exported, tmp_path: Path) -> None:

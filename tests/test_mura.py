@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -139,20 +140,31 @@ def test_problem_summary(tiny_mura) -> None:
     assert "hidden_file" in summary["fixes"]
 
 
-def test_label_contradicting_folder_name_raises_naming_study(tiny_mura) -> None:
-    tiny_mura.append_line(
-        "train_labeled_studies.csv", "MURA-v1.1/train/XR_HAND/patient00077/study1_negative/,1"
-    )
-    with pytest.raises(DataError, match=r"XR_HAND/patient00077/study1_negative.*labelled 1.*'negative'"):
-        _index(tiny_mura)
+def test_label_contradicting_folder_name_is_a_problem_naming_study(tiny_mura) -> None:
+    """No safe guess exists, so the study is left out, reported, and the rest of the dataset is used."""
+    study = "MURA-v1.1/train/XR_WRIST/patient00002/study1_negative/"
+    csv = tiny_mura.mura_dir / "train_labeled_studies.csv"
+    csv.write_text(csv.read_text().replace(f"{study},0", f"{study},1"))
+    index = _index(tiny_mura)
+    assert _kinds(index) == {study: "label_conflict"}
+    assert re.search(r"train_labeled_studies\.csv line \d+: .*patient00002/study1_negative.*labelled 1.*'negative'",
+                     index.problems[0].detail)
+    assert not index.table["path"].str.startswith(study).any()
+    assert len(index.table) == len(tiny_mura.images) - 2
+    with pytest.raises(DataError, match="label_conflict"):
+        _index(tiny_mura, strict=True)
 
 
-def test_folder_renamed_against_csv_raises_naming_study(tiny_mura) -> None:
+def test_folder_renamed_against_csv_is_a_problem_naming_study(tiny_mura) -> None:
     old = tiny_mura.root / STUDY
     old.rename(old.with_name("study1_negative"))
-    tiny_mura.append_line("train_image_paths.csv", f"{STUDY.replace('positive', 'negative')}/image1.png")
-    with pytest.raises(DataError, match=r"train/XR_WRIST/patient00001/study1\b.*disagrees"):
-        _index(tiny_mura, strict=False)
+    renamed = STUDY.replace("positive", "negative")
+    tiny_mura.append_line("train_image_paths.csv", f"{renamed}/image1.png")
+    index = _index(tiny_mura, strict=False)
+    conflicts = [p for p in index.problems if p.kind == "label_conflict"]
+    assert [p.path for p in conflicts] == [f"{renamed}/"]
+    assert "disagrees with the label CSV entry" in conflicts[0].detail
+    assert not index.table["path"].str.startswith(renamed).any()
 
 
 @pytest.mark.parametrize(

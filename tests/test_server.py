@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +18,7 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bad_inputs import bomb_png  # noqa: E402
 from xraylens.config import ModelConfig  # noqa: E402
 from xraylens.data.preprocess import Preprocessing  # noqa: E402
 from xraylens.inference import Predictor  # noqa: E402
@@ -190,3 +192,106 @@ def test_serve_warns_when_binding_beyond_localhost(predictor, monkeypatch: pytes
     assert "WARNING: binding 0.0.0.0" in capsys.readouterr().err
     assert main(["serve", predictor.source, "--port", "9"]) == 0
     assert calls[-1]["host"] == "127.0.0.1" and "WARNING" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- hostile uploads and load (issue 11)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096
+
+
+@pytest.mark.parametrize(("width", "height", "refusal"), [
+    (100_000, 100_000, "refused by Pillow's decompression-bomb limit"),  # 10 gigapixels: Pillow's own guard
+    (20_000, 5_000, "20000x5000 = 100,000,000 pixels is over the limit of 2,000,000"),  # below Pillow's: ours
+])
+def test_decompression_bomb_is_refused_without_memory_growth(client: TestClient, width: int, height: int,
+                                                             refusal: str) -> None:
+    bomb = bomb_png(width, height)  # a 1 kB file
+    assert len(bomb) < 2000
+    post(client, png_bytes())  # warm up, so the measurement is of the bomb alone
+    before = rss_bytes()
+    response = post(client, bomb, "bomb.png")
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(f"bomb.png: {refusal}")
+    assert rss_bytes() - before < 50 * 2**20  # decoding would need width x height bytes (x4 as float32)
+
+
+def test_dicom_declaring_a_huge_pixel_array_is_refused(client: TestClient, tmp_path: Path) -> None:
+    pytest.importorskip("pydicom")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path = tmp_path / "huge.dcm"
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, generate_uid(), "DX"
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 65535, 65535, 16, 16, 15
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PixelRepresentation = 1, "MONOCHROME2", 0
+    ds.PixelData = b"\0" * 64  # 8.6 GB declared, 64 bytes present
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    path.unlink()
+    before = rss_bytes()
+    response = post(client, data, "huge.dcm", "application/dicom")
+    assert response.status_code == 422
+    assert "huge.dcm: 65535x65535" in response.json()["detail"] and "before decoding" in response.json()["detail"]
+    assert rss_bytes() - before < 50 * 2**20
+
+
+@pytest.fixture
+def held(predictor: Predictor, monkeypatch: pytest.MonkeyPatch):
+    """Predictions that wait for ``release`` (after signalling ``entered``): requests pile up on demand."""
+    import threading
+
+    entered, release = threading.Semaphore(0), threading.Event()
+    real = predictor.predict_image
+
+    def slow(*args, **kwargs):
+        entered.release()
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predictor, "predict_image", slow)
+    yield entered, release
+    release.set()
+
+
+def test_past_its_limits_the_server_answers_503_with_retry_after(predictor: Predictor, held) -> None:
+    """--max-concurrent 1 --max-queue 1: one computes, one waits, the third is told to come back later."""
+    entered, release = held
+    with TestClient(create_app(predictor, max_upload_bytes=LIMIT, max_concurrent=1, max_queue=1)) as c, \
+            ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(post, c, png_bytes(seed=1))
+        assert entered.acquire(timeout=30)  # the first is computing
+        second = pool.submit(post, c, png_bytes(seed=2))
+        for _ in range(300):  # until the second is inside, waiting for the slot
+            if c.get("/api/health").json()["load"]["in_progress"] == 2:
+                break
+            time.sleep(0.05)
+        assert c.get("/api/health").json()["load"] == {"in_progress": 2, "max_concurrent": 1, "max_queue": 1}
+        third = post(c, png_bytes(seed=3))
+        assert third.status_code == 503
+        assert int(third.headers["Retry-After"]) >= 1 and "server busy" in third.json()["detail"]
+        release.set()
+        assert first.result(timeout=60).status_code == 200 and second.result(timeout=60).status_code == 200
+        assert c.get("/api/health").json()["load"]["in_progress"] == 0
+        assert post(c, png_bytes(seed=3)).status_code == 200  # once the load has passed, served again
+        assert c.get("/api/model").json()["max_concurrent"] == 1
+
+
+def test_serve_passes_the_concurrency_limits(predictor, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from xraylens.cli import main
+
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
+    assert main(["serve", predictor.source, "--max-concurrent", "3", "--max-queue", "5"]) == 0
+    with TestClient(apps[0]) as c:
+        assert c.get("/api/health").json()["load"] == {"in_progress": 0, "max_concurrent": 3, "max_queue": 5}
+    assert main(["serve", predictor.source, "--max-concurrent", "0"]) == 2

@@ -138,6 +138,13 @@ class TrainConfig:
     precision: str = "32-true"  # "bf16-mixed" / "16-mixed" on GPUs
     channels_last: bool = True
     seed: int = 0
+    # Mid-epoch safety for long runs: also write RUN/checkpoints/last.ckpt every N optimiser steps (0 = only at
+    # epoch ends). A run killed between two saves resumes from the last one (`--resume`).
+    checkpoint_every_n_steps: int = 0
+    # Repeatable to the bit on one process (data.num_workers=0): each epoch's order comes from (seed, epoch),
+    # every batch's random draws from (seed, batch), torch uses deterministic kernels, and a run killed
+    # mid-epoch resumes to the same result (xraylens.resume; README "Reliability").
+    deterministic: bool = False
     limit_train_batches: float = 1.0
     limit_val_batches: float = 1.0
     log_every_n_steps: int = 10

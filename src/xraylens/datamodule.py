@@ -44,7 +44,7 @@ from xraylens.data.cache import CacheError, SquareCache, find_cache
 from xraylens.data.dataset import RadiographDataset
 from xraylens.data.images import ImageReadError, image_size
 from xraylens.data.preprocess import letterbox_geometry
-from xraylens.data.problems import DataError
+from xraylens.data.problems import DataError, format_problems
 from xraylens.models import preprocessing_for
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,8 @@ def load_training_data(cfg: ExperimentConfig, progress: bool = True) -> Training
     data = cfg.data
     index = open_for(data.root, data, splits=("train",), body_parts=data.body_parts or None, progress=progress)
     if index.problems:
-        log.warning("%d file(s) skipped while indexing %s (see `xraylens data summary %s`)",
-                    len(index.problems), index.root, data.root)
+        log.warning("indexing %s skipped %s\n(the full list: `xraylens data summary %s`)", index.root,
+                    format_problems(index.problems), data.root)
     if index.table.empty:
         raise DataError(f"{index.root}: no training images for body parts {list(data.body_parts) or 'all'}")
     table = split_train_val(index.table, data.val_fraction, data.split_seed)
@@ -270,14 +270,22 @@ class RadiographDataModule(L.LightningDataModule):
 
             # stored features are in this process's memory already: workers would only copy them
             workers, kwargs = 0, {**kwargs, "collate_fn": collate_batch}
-        return DataLoader(dataset, batch_size=self.cfg.train.batch_size, num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=on_gpu, **kwargs)
+        kind: type[DataLoader] = DataLoader
+        if "seed" in kwargs:
+            from xraylens.resume import ResumableLoader
+
+            kind = ResumableLoader
+        return kind(dataset, batch_size=self.cfg.train.batch_size, num_workers=workers,
+                    persistent_workers=workers > 0, pin_memory=on_gpu, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"
         replicas = self.trainer.world_size if self.trainer is not None else 1
         # A last batch of one image breaks BatchNorm; drop the remainder when a rank has more than a batch.
         drop_last = len(self.train_set) // replicas > self.cfg.train.batch_size
+        if self.cfg.train.deterministic and replicas == 1:
+            # the order of each epoch from (seed, epoch), resumable mid-epoch (xraylens.resume)
+            return self._loader(self.train_set, drop_last=drop_last, seed=self.cfg.train.seed)
         return self._loader(self.train_set, shuffle=True, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader:

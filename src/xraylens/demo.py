@@ -146,8 +146,10 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> DemoResult:
         best = result.best_checkpoint or best
 
     stage("evaluate")
+    # The later stages' folders are the demo's own: a rerun with the same settings (the checks above
+    # refuse other ones) replaces them, which is what "rerunning continues" means for them.
     report = evaluate([best], out / "data", split="valid", out=out / "eval", n_boot=settings.bootstrap,
-                      num_workers=0, progress=progress)
+                      num_workers=0, progress=progress, overwrite=True)
 
     stage("explain-eval")
     loaded = load_checkpoint(best)
@@ -156,7 +158,7 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> DemoResult:
         EvalSettings(limit=settings.explain_limit, faithfulness_images=settings.faithfulness_images,
                      sanity_images=settings.sanity_images,
                      methods=methods_for(loaded.meta.model.name, settings.explain_methods)),
-        split="valid", progress=progress)
+        split="valid", progress=progress, overwrite=True)
 
     stage("explain")
     table = index_dataset(out / "data", splits=("valid",), progress=False).table
@@ -165,7 +167,7 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> DemoResult:
     picked = pd.concat([group.sample(n=min(len(group), per_label), random_state=0)
                         for _, group in table.groupby("label")])
     explain_images(loaded, items_from_table(picked.sort_values("path")), out / "heatmaps",
-                   cfg.explain, study_views=True, progress=progress)
+                   cfg.explain, study_views=True, progress=progress, overwrite=True)
 
     timings["end"] = time.perf_counter()
     names = list(timings)

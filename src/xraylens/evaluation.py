@@ -164,6 +164,7 @@ def evaluate(
     device: str | None = None,
     boxes: str | Path | None = None,
     format: str | None = None,
+    overwrite: bool = False,
 ) -> EvaluationReport:
     """Predict ``split`` with the checkpoint(s), measure, and write every report file into ``out``.
 
@@ -177,7 +178,10 @@ def evaluate(
     names the dataset's layout (default: the checkpoint's ``data.format``,
     usually auto-detection); its test split is rebuilt with the checkpoint's
     ``data.test_fraction`` and friends, so it is the one training left out.
-    Raises CheckpointError, DataError or EvaluationError with the fix in the message.
+    An ``out`` that is not empty is refused with
+    :class:`~xraylens.output_dir.OutputExistsError` unless ``overwrite`` (then the
+    earlier report's files are removed first). Raises CheckpointError, DataError
+    or EvaluationError with the fix in the message.
     """
     from xraylens.data.formats import open_for
     from xraylens.models import load_checkpoint
@@ -185,10 +189,11 @@ def evaluate(
     threshold = _check_threshold_spec(threshold)
     if not checkpoints:
         raise EvaluationError("give at least one checkpoint")
-    out = Path(out)
-    if (out / "metrics.json").exists():
-        log.warning("%s already holds an evaluation; its files will be replaced", out)
-    models = [load_checkpoint(path) for path in checkpoints]
+    from xraylens.evaluation_report import REPORT_FILES
+    from xraylens.output_dir import claim_output_dir
+
+    models = [load_checkpoint(path) for path in checkpoints]  # a wrong path is named before the folder
+    out = claim_output_dir(out, overwrite=overwrite, outputs=REPORT_FILES, what="evaluation")
     run = dict(batch_size=batch_size, num_workers=num_workers, progress=progress, device=device)
     data_config = models[0].meta.experiment.get("data", {}) or {}
     index = open_for(data_root, data_config, format=format, splits=(split,), body_parts=body_parts,

@@ -27,6 +27,10 @@ SAMPLES_PER_OUTCOME = 4
 IMAGE_COLUMNS = ("path", "study_id", "body_part", "label", "probability", "prediction")
 STUDY_COLUMNS = ("study_path", "body_part", "n_views", "label", "probability", "prediction")
 PER_KIND_FILES = ("per_kind.csv", "per_kind.md")
+# Everything write_report may put in ``out``: what ``--overwrite`` clears before a new evaluation.
+REPORT_FILES = ("metrics.json", "per_body_part.csv", "per_body_part.md", "predictions_images.csv",
+                "predictions_studies.csv", "submission.csv", *PER_KIND_FILES, "sample_predictions.png", "roc.png",
+                "confusion.png", "reliability.png")
 
 
 # ---------------------------------------------------------------- files

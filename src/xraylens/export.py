@@ -72,18 +72,21 @@ class ExportResult:
 
 def export_onnx(checkpoint: str | Path, out_path: str | Path | None = None, *, opset: int | None = None,
                 check: bool = True, tolerance: float = 1e-4, images: Sequence[str | Path] = (),
-                seed: int = 0) -> ExportResult:
+                seed: int = 0, overwrite: bool = False) -> ExportResult:
     """Export a checkpoint to one ``.onnx`` file and compare ONNX Runtime with torch.
 
     Parity inputs: random normalised tensors, synthetic radiograph-like images
     through the real preprocessing, and ``images`` (files) if given. The file is
     kept even when the check fails (``result.passed`` is False), so it can be
-    inspected; ``xraylens export`` exits non-zero then.
+    inspected; ``xraylens export`` exits non-zero then. An existing file at the
+    destination is refused (:class:`~xraylens.output_dir.OutputExistsError`)
+    unless ``overwrite``.
     """
     import torch
 
     from xraylens.atomic import atomic_path
     from xraylens.models import load_checkpoint
+    from xraylens.output_dir import claim_output_file
 
     try:
         import onnxscript  # noqa: F401 - the dynamo exporter needs it; fail early with the extra named
@@ -93,7 +96,8 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path | None = None, *, o
     loaded = load_checkpoint(checkpoint)
     card = ModelCard.from_meta(loaded.meta)
     prep = card.preprocessing
-    out = Path(out_path) if out_path is not None else default_onnx_path(checkpoint)
+    out = claim_output_file(out_path if out_path is not None else default_onnx_path(checkpoint),
+                            overwrite=overwrite, what="ONNX export")
     wrapped = _exported_module(loaded.model, card.temperature).eval()
     example = torch.zeros(2, prep.in_channels, prep.size, prep.size)
     program = torch.onnx.export(

@@ -55,6 +55,16 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, progress: bool = True
                             save_top_k=max(1, t.save_top_k), save_last=True,
                             enable_version_counter=False)  # a resume overwrites last.ckpt, never last-v1.ckpt
     every: list[Callback] = [top_k, BestCopy(top_k), *callbacks]
+    if t.checkpoint_every_n_steps > 0:
+        # last.ckpt in the middle of epochs too, so a killed run loses at most N steps (no monitor: the
+        # validation loss of mid-epoch weights is not known; the top-k above stay epoch-end only)
+        every.insert(1, ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
+                                        every_n_train_steps=t.checkpoint_every_n_steps,
+                                        enable_version_counter=False))
+    if t.deterministic:
+        from xraylens.resume import SeededSteps
+
+        every.insert(0, SeededSteps(t.seed))
     if t.early_stopping_patience > 0:
         every.append(EarlyStopping(monitor="val_loss", mode="min", patience=t.early_stopping_patience))
     if progress:
@@ -65,6 +75,7 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, progress: bool = True
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=t.precision,
+        deterministic="warn" if t.deterministic else None,  # warn: a GPU op without a deterministic kernel
         max_epochs=t.epochs,
         logger=[CSVLogger(run_dir, name="csv"), TensorBoardLogger(run_dir, name="tensorboard", default_hp_metric=False)],
         callbacks=every,

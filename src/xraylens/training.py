@@ -30,6 +30,7 @@ network from one without any config).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,14 @@ from xraylens.models import (
     head_parameters,
     preprocessing_for,
 )
+from xraylens.output_dir import OutputExistsError
 from xraylens.runfolder import RunFiles, build_trainer, write_history
 
 log = logging.getLogger(__name__)
 
 STAGES = ("train", "val")
+TRAIN_METRICS_KEY = "xraylens_train_metrics"  # mid-epoch checkpoints: the epoch's training metrics so far
+_TRAIN_METRICS = ("train_loss", "train_acc", "train_auroc")
 BACKBONE_MODES = ("finetune", "frozen", "cached")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("plateau", "onecycle")
@@ -107,6 +111,7 @@ class RadiographClassifier(L.LightningModule):
             setattr(self, f"{stage}_loss", MeanMetric())
             setattr(self, f"{stage}_acc", BinaryAccuracy())
             setattr(self, f"{stage}_auroc", BinaryAUROC())
+        self._lr_logged = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, S, S) normalised images -> (B, 1) logits of P(abnormal)."""
@@ -172,6 +177,9 @@ class RadiographClassifier(L.LightningModule):
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if not self._lr_logged:  # at the epoch's first batch, also the first after a mid-epoch resume
+            self._lr_logged = True
+            self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
         loss = self._step(batch, "train")
         self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
@@ -225,13 +233,38 @@ class RadiographClassifier(L.LightningModule):
             if scheduler is not None:
                 scheduler.num_bad_epochs = 0  # a new phase: give it the full patience
             log.info("epoch %d: backbone unfrozen; fine-tuning every layer at lr %.3g", self.current_epoch, lr)
-        # The head's rate for this epoch (the backbone's is 0 while frozen, the same afterwards).
-        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
+        # The head's rate for this epoch (the backbone's is 0 while frozen, the same afterwards) is logged
+        # at the epoch's first batch: a run resumed mid-epoch does not pass through this hook.
+        self._lr_logged = False
 
     # ------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["xraylens"] = self.checkpoint_meta().to_dict()
+        done = self._batches_done_this_epoch()
+        if done:  # a mid-epoch save (train.checkpoint_every_n_steps): keep the epoch's metrics so far
+            from xraylens.resume import metric_states
+
+            checkpoint[TRAIN_METRICS_KEY] = {"batches_done": done, "batches_per_epoch": self._batches_per_epoch(),
+                                             "metrics": metric_states(self, _TRAIN_METRICS)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(TRAIN_METRICS_KEY)
+        if saved and 0 < saved["batches_done"] < saved["batches_per_epoch"]:  # resuming into that epoch
+            from xraylens.resume import restore_metric_states
+
+            restore_metric_states(self, saved["metrics"])
+
+    def _batches_done_this_epoch(self) -> int:
+        """Training batches finished in the current epoch when saved from inside it, else 0."""
+        if self._trainer is None or not self.trainer.training:
+            return 0
+        done = int(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        return done if done < self._batches_per_epoch() else 0
+
+    def _batches_per_epoch(self) -> int:
+        total = self.trainer.num_training_batches
+        return int(total) if total != float("inf") else 1 << 62
 
     def checkpoint_meta(self) -> CheckpointMeta:
         summary = dict(self.data_summary)
@@ -287,25 +320,34 @@ class FitResult:
     global_rank: int = 0  # under DDP every rank returns; only rank 0 wrote the run files
 
 
-class RunExistsError(FileExistsError):
+class RunExistsError(OutputExistsError):
     """The output folder already holds a training run and this call would overwrite it."""
 
 
+# What a training run writes into its folder: what ``overwrite=True`` (``--overwrite``) removes first.
+RUN_OUTPUTS = ("checkpoints", "csv", "tensorboard", "metrics.csv", "training_history.png", "config.yaml",
+               "config.until-epoch*.yaml")
+
+
 def fit(cfg: ExperimentConfig, out: str | Path, *, resume: str | Path | None = None,
-        progress: bool = True) -> FitResult:
+        progress: bool = True, overwrite: bool = False, callbacks: Sequence[L.Callback] = ()) -> FitResult:
     """Train ``cfg`` into the run folder ``out``; ``resume`` continues from a Lightning checkpoint.
 
     Raises :class:`~xraylens.models.PretrainedWeightsError` when ImageNet weights
     cannot be obtained, :class:`~xraylens.data.problems.DataError` for an
-    unusable dataset, and :class:`RunExistsError` rather than overwrite a run.
+    unusable dataset, and :class:`RunExistsError` rather than overwrite a run
+    (``overwrite=True`` deletes the earlier run's files first instead).
+    ``callbacks`` are added to the Trainer's (e.g. a custom logger or a test's probe).
     """
     from lightning.pytorch.utilities import rank_zero_only
 
     run_dir = Path(out)
     if resume is not None:
+        if overwrite:
+            raise ConfigError("resume continues the run in its folder; it cannot be combined with overwrite")
         _check_resumable(Path(resume), cfg)
     elif rank_zero_only.rank == 0:
-        _check_fresh(run_dir)
+        _check_fresh(run_dir, overwrite)
     check_train_settings(cfg)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     data = load_training_data(cfg, progress=progress)
@@ -314,7 +356,7 @@ def fit(cfg: ExperimentConfig, out: str | Path, *, resume: str | Path | None = N
              data.root)
     net = create_model_from_config(cfg.model)
     module = RadiographClassifier(net, cfg, loss_weights(data.train, cfg.train.weighted_loss), data.summary())
-    trainer = build_trainer(cfg, run_dir, progress=progress, callbacks=[RunFiles(run_dir, cfg)])
+    trainer = build_trainer(cfg, run_dir, progress=progress, callbacks=[RunFiles(run_dir, cfg), *callbacks])
     feature_model = module.net if cfg.train.backbone == "cached" else None
     trainer.fit(module, datamodule=RadiographDataModule(cfg, data, feature_model=feature_model),
                 ckpt_path=str(resume) if resume is not None else None, weights_only=True)
@@ -376,26 +418,29 @@ def check_train_settings(cfg: ExperimentConfig) -> None:
                           f"(the mil_* models); {cfg.model.name} does not{why}. Use train.backbone=frozen.")
 
 
-def _check_fresh(run_dir: Path) -> None:
+def _check_fresh(run_dir: Path, overwrite: bool = False) -> None:
     existing = sorted((run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").is_dir() else []
-    if existing or (run_dir / "metrics.csv").exists():
+    if not (existing or (run_dir / "metrics.csv").exists()):
+        return  # empty, or a start killed before its first checkpoint: nothing to lose
+    if not overwrite:
         raise RunExistsError(
             f"{run_dir} already holds a training run ({len(existing)} checkpoint(s)); continue it with "
-            f"--resume {run_dir / 'checkpoints' / 'last.ckpt'} or choose a new --out folder"
+            f"--resume {run_dir / 'checkpoints' / 'last.ckpt'}, choose a new --out folder, or pass "
+            "--overwrite to delete it and start again"
         )
+    from xraylens.output_dir import claim_output_dir
+
+    log.warning("--overwrite: deleting the earlier training run in %s", run_dir)
+    claim_output_dir(run_dir, overwrite=True, outputs=RUN_OUTPUTS, what="training run")
 
 
 def checkpoint_experiment(path: str | Path) -> dict[str, Any]:
     """The training config stored in an xraylens Lightning checkpoint, as a plain dict (for ``--resume``)."""
     from xraylens.models import CheckpointError
+    from xraylens.models.checkpoints import read_checkpoint_file
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    raw = read_checkpoint_file(path, mmap=True)
     meta = raw.get("xraylens") if isinstance(raw, dict) else None
     if not meta or "optimizer_states" not in raw:
         raise CheckpointError(f"{path}: not a resumable xraylens training checkpoint (use a file from "

@@ -71,11 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     # Lightning installs its own console handler; without this every line of it prints twice.
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).propagate = False
+    from xraylens.atomic import AtomicWriteError  # stdlib only: keeps --help instant
+
     try:
         result = args.handler(args)
     except CLIError as exc:
         print(f"xraylens {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except AtomicWriteError as exc:  # a full disk mid-run: one line naming the file, not a traceback
+        print(f"xraylens {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -77,6 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=positive, default=64, metavar="B", help="default: 64")
     parser.add_argument("--workers", type=count, default=0, metavar="W", help="data loading processes (default: 0)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier evaluation in OUT (default: refuse a non-empty OUT)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_evaluate)
 
@@ -91,6 +93,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from xraylens.data.problems import DataError
     from xraylens.evaluation import EvaluationError, evaluate
     from xraylens.models import CheckpointError
+    from xraylens.output_dir import OutputExistsError
 
     try:
         report = evaluate(
@@ -109,8 +112,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             device=args.device,
             boxes=args.boxes,
             format=args.format,
+            overwrite=args.overwrite,
         )
-    except (CheckpointError, DataError, EvaluationError) as exc:
+    except (CheckpointError, DataError, EvaluationError, OutputExistsError) as exc:
         raise CLIError(str(exc)) from exc
     m = report.metrics
     study = m["study"]

@@ -131,6 +131,8 @@ def _layer(parser: argparse.ArgumentParser) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive, default=8, metavar="B", help="default: 8")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run's outputs in OUT (default: refuse a non-empty OUT)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -166,6 +168,7 @@ def _explain(args: argparse.Namespace) -> int:
     from xraylens.data.problems import DataError
     from xraylens.explain.explanations import collect_inputs, explain_images, items_from_table
     from xraylens.models import CheckpointError, load_checkpoint
+    from xraylens.output_dir import OutputExistsError
 
     if bool(args.inputs) == bool(args.data):
         raise CLIError("give image INPUTS or --data ROOT (one of the two)")
@@ -175,9 +178,10 @@ def _explain(args: argparse.Namespace) -> int:
         if args.data:
             from xraylens.data.formats import open_for
 
-            table = open_for(args.data, loaded.meta.experiment.get("data") or {}, format=args.format,
-                             splits=(args.split,), progress=not args.quiet).table
-            items = items_from_table(_sample_studies(table, args.limit))
+            index = open_for(args.data, loaded.meta.experiment.get("data") or {}, format=args.format,
+                             splits=(args.split,), progress=not args.quiet)
+            items = items_from_table(_sample_studies(index.table, args.limit))
+            missing = [(p.path, f"{p.kind}: {p.detail}") for p in index.problems]  # into skipped.csv too
         else:
             items, missing = collect_inputs(args.inputs)
             items = items[: args.limit] if args.limit else items
@@ -189,8 +193,9 @@ def _explain(args: argparse.Namespace) -> int:
                             threshold=args.threshold, layer=args.layer)
         result = explain_images(loaded, items, args.out, cfg, batch_size=args.batch_size,
                                 max_studies=args.max_studies, study_views=bool(args.data),
-                                progress=not args.quiet and sys.stderr.isatty(), skipped=missing)
-    except (CheckpointError, DataError, ValueError) as exc:
+                                progress=not args.quiet and sys.stderr.isatty(), skipped=missing,
+                                overwrite=args.overwrite)
+    except (CheckpointError, DataError, ValueError, OutputExistsError) as exc:
         raise CLIError(str(exc)) from exc
     abnormal = sum(r["verdict"] == "abnormal" for r in result.rows)
     print(f"explained {len(result.rows)} images ({abnormal} abnormal) with {args.method}; "
@@ -212,6 +217,7 @@ def _explain_eval(args: argparse.Namespace) -> int:
         evaluate_explanations,
     )
     from xraylens.models import CheckpointError, load_checkpoint
+    from xraylens.output_dir import OutputExistsError
 
     try:
         loaded = load_checkpoint(args.checkpoint)
@@ -225,8 +231,9 @@ def _explain_eval(args: argparse.Namespace) -> int:
                             sanity_images=args.sanity_images, sanity_steps=args.sanity_steps, layer=args.layer)
     try:
         results = evaluate_explanations(loaded, args.data, args.boxes, args.out, settings, split=args.split,
-                                        progress=not args.quiet and sys.stderr.isatty(), format=args.format)
-    except (CheckpointError, DataError, ExplainEvalError) as exc:
+                                        progress=not args.quiet and sys.stderr.isatty(), format=args.format,
+                                        overwrite=args.overwrite)
+    except (CheckpointError, DataError, ExplainEvalError, OutputExistsError) as exc:
         raise CLIError(str(exc)) from exc
     print(f"{results['n_images']} abnormal images with boxes; pointing game (chance), IoU, COCO AP:")
     for method, by_kind in results["localization"].items():

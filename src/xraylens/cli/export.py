@@ -21,7 +21,7 @@ absolute difference in probability is above --tolerance.
 examples:
   xraylens export runs/demo/checkpoints/best.ckpt            # -> runs/demo/checkpoints/best.onnx
   xraylens export best.ckpt --out model.onnx --images xray1.png xray2.dcm
-  xraylens predict best.ckpt folder/ --engine onnx           # uses best.onnx next to best.ckpt
+  xraylens predict best.ckpt folder/ --onnx best.onnx        # onnxruntime, heatmaps from best.ckpt
 """
 
 
@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", nargs="+", default=[], metavar="IMG",
                         help="real images to include in the parity check")
     parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file (default: refuse)")
     parser.set_defaults(handler=run)
 
 
@@ -51,14 +52,15 @@ def run(args: argparse.Namespace) -> int:
     from xraylens.data.images import ImageReadError
     from xraylens.export import export_onnx
     from xraylens.models import CheckpointError
+    from xraylens.output_dir import OutputExistsError
 
     if args.out and not args.out.endswith(".onnx"):
         raise CLIError(f"--out must end in .onnx, got {args.out}")
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # its optimiser logs every pass at INFO
     try:
         result = export_onnx(args.checkpoint, args.out, opset=args.opset, check=not args.no_check,
-                             tolerance=args.tolerance, images=args.images)
-    except (CheckpointError, ImageReadError, ImportError) as exc:
+                             tolerance=args.tolerance, images=args.images, overwrite=args.overwrite)
+    except (CheckpointError, ImageReadError, ImportError, OutputExistsError) as exc:
         raise CLIError(str(exc)) from exc
     print(f"wrote {result.path} ({result.path.stat().st_size / 2**20:.1f} MB, weights embedded)")
     if result.n_checked == 0:

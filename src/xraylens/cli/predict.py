@@ -23,7 +23,8 @@ examples:
   xraylens predict runs/demo/checkpoints/best.ckpt xray.png
   xraylens predict best.ckpt MURA-v1.1/valid/XR_WRIST/patient11185 --out preds.csv
   xraylens predict best.ckpt 'scans/**/*.dcm' --explain --out preds.json
-  xraylens predict best.onnx folder/ --engine onnx        # after `xraylens export best.ckpt`
+  xraylens predict best.onnx folder/                      # after `xraylens export best.ckpt`
+  xraylens predict best.ckpt folder/ --onnx best.onnx --explain   # onnxruntime + heatmaps from torch
   xraylens predict best.ckpt --data ~/datasets/GRAZPEDWRI-DX --out test_preds.csv
 
 research software, not a medical device: never use it for clinical decisions.
@@ -45,9 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", choices=("valid", "train"), default="valid", help="with --data (default: valid)")
     add_format(parser, default=None, what="the checkpoint's data.format, usually auto")
     parser.add_argument("--out", metavar="FILE", help="write the predictions to FILE (.csv or .json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file (default: refuse)")
     parser.add_argument("--engine", choices=("torch", "onnx"), default=None,
-                        help="inference engine (default: onnx for a .onnx file, else torch); with a .ckpt, "
-                             "onnx uses the .onnx written next to it by `xraylens export`")
+                        help="inference engine (default: onnx for a .onnx file or with --onnx, else torch)")
+    parser.add_argument("--onnx", metavar="FILE", default=None,
+                        help="with a .ckpt: run this ONNX export of it (heatmaps still come from the .ckpt); "
+                             "a .onnx is only ever loaded when named here or as CKPT")
     parser.add_argument("--explain", action="store_true",
                         help="also compute heatmap boxes and a sentence per image (slower; needs torch)")
     parser.add_argument("--method", default=None, help="CAM method for --explain (default: the checkpoint's)")
@@ -63,19 +67,25 @@ def run(args: argparse.Namespace) -> int:
     from xraylens.inference.outputs import write_predictions
     from xraylens.inference.predictor import Predictor
     from xraylens.models import CheckpointError
+    from xraylens.output_dir import OutputExistsError, claim_output_file
 
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.out and not args.out.lower().endswith((".csv", ".json")):
         raise CLIError(f"--out must end in .csv or .json, got {args.out}")
+    if args.out:
+        try:
+            claim_output_file(args.out, overwrite=args.overwrite, what="set of predictions")
+        except OutputExistsError as exc:
+            raise CLIError(str(exc)) from exc
     try:
         predictor = Predictor.from_checkpoint(args.checkpoint, engine=args.engine, device=args.device,
-                                              method=args.method)
+                                              method=args.method, onnx=args.onnx)
     except (CheckpointError, FileNotFoundError, ImportError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
     if args.explain and not predictor.can_explain:
         raise CLIError("--explain needs the torch checkpoint for heatmaps (ONNX Runtime has no gradients): "
-                       "pass the .ckpt (with its exported .onnx next to it) instead of the .onnx")
+                       "pass the .ckpt with --onnx FILE instead of the .onnx alone")
     if bool(args.inputs) == bool(args.data):
         raise CLIError("give image INPUTS or --data ROOT (one of the two)")
     if args.data:

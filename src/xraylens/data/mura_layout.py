@@ -163,9 +163,14 @@ def read_image_csv(csv_path: Path, split: str) -> tuple[list[ImageRef], list[Pro
     return refs, problems
 
 
-def read_label_csv(csv_path: Path, split: str) -> tuple[dict[str, tuple[str, int, str]], list[Problem]]:
-    """``{study_id: (sign, label, study_path)}``; a label that contradicts its folder name is a DataError."""
-    labels: dict[str, tuple[str, int, str]] = {}
+def read_label_csv(csv_path: Path, split: str) -> tuple[dict[str, tuple[str, int | None, str]], list[Problem]]:
+    """``{study_id: (sign, label, study_path)}``; ``label`` is None for a study the CSV contradicts.
+
+    A line whose label contradicts its own folder name, or a study listed twice
+    with different labels, is a ``label_conflict`` problem: no safe guess exists,
+    so the study is left out (and its images with it) while the rest is used.
+    """
+    labels: dict[str, tuple[str, int | None, str]] = {}
     problems: list[Problem] = []
     well_formed = 0
     lines = _csv_lines(csv_path)
@@ -179,16 +184,18 @@ def read_label_csv(csv_path: Path, split: str) -> tuple[dict[str, tuple[str, int
         well_formed += 1
         study_id, sign, label, study_path = parsed
         if (sign == "positive") != (label == 1):
-            raise DataError(
-                f"{csv_path} line {number}: study {study_path} is labelled {label} but its folder says "
-                f"'{sign}'; the CSV and the folder name must agree: fix the label or rename the folder"
-            )
+            labels[study_id] = (sign, None, study_path)
+            problems.append(Problem(study_path, "label_conflict", (
+                f"{csv_path.name} line {number}: study {study_path} is labelled {label} but its folder says "
+                f"'{sign}'; the CSV and the folder name must agree: fix the label or rename the folder")))
+            continue
         if study_id in labels:
-            if labels[study_id][1] != label:
-                raise DataError(
-                    f"{csv_path} line {number}: study {study_id} is listed twice with different labels"
-                )
-            problems.append(_bad_line(csv_path, number, fields, "duplicate of an earlier line"))
+            if labels[study_id][1] is not None and labels[study_id][1] != label:
+                labels[study_id] = (sign, None, study_path)
+                problems.append(Problem(study_path, "label_conflict", (
+                    f"{csv_path.name} line {number}: study {study_id} is listed twice with different labels")))
+            elif labels[study_id][1] is not None:
+                problems.append(_bad_line(csv_path, number, fields, "duplicate of an earlier line"))
             continue
         labels[study_id] = (sign, label, study_path)
     _check_shape(csv_path, lines, well_formed, STUDY_EXAMPLE)

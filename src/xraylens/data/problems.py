@@ -19,7 +19,8 @@ PROBLEM_KINDS: dict[str, str] = {
     "missing_on_disk": "the download is incomplete: re-extract the dataset's archive (MURA-v1.1.zip, ...)",
     "unlisted_on_disk": "a file the official CSVs do not list: remove it or add it to the CSV",
     "duplicate_id": "one image id listed twice or stored twice: the first (or the copy its label names) is kept",
-    "label_conflict": "dataset.csv and the image's folder disagree on its label: fix one of them",
+    "label_conflict": "the label CSV (MURA's *_labeled_studies.csv, or dataset.csv) and the folder disagree, "
+                      "skipped: fix the label or rename the folder",
     "bad_box": "a box annotation that cannot be used: fix or delete that line of the annotation file",
     "unlabeled": "the study is missing from *_labeled_studies.csv: add it or remove the images",
     "hidden_file": "hidden or macOS '._*' file: safe to delete",
@@ -27,6 +28,8 @@ PROBLEM_KINDS: dict[str, str] = {
     "not_image": "not a PNG/JPEG/DICOM file despite its name: re-extract or delete it",
     "unreadable": "truncated or corrupt image: re-extract it from the archive",
     "unexpected_path": "file or folder outside the dataset's layout (MURA: XR_<PART>/patientN/studyK_<sign>/)",
+    "outside_root": "a symlink that leads out of the dataset folder, refused: copy the file into the tree",
+    "empty_study": "a study folder with no image in it: re-extract it from the archive or delete the folder",
 }
 
 

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom"})
 GRID_LIMIT = 16
 PREVIEW_SIDE = 256  # side of the downscaled copies kept for grids and study figures
+# What explain_images writes into ``out``: what ``--overwrite`` clears before a new run.
+OUTPUTS = ("images", "studies", "explanations.csv", "boxes.json", "overlays_grid.png", "skipped.csv")
 
 
 @dataclass
@@ -212,18 +214,22 @@ def explain_images(
     study_views: bool = False,
     progress: bool = True,
     skipped: Iterable[tuple[str, str]] = (),
+    overwrite: bool = False,
 ) -> ExplainResult:
     """Explain every item; write heatmaps, overlays, ``explanations.csv``, ``boxes.json`` and figures under ``out``.
 
     Heatmaps are mapped back to each original image (padding cropped, resized),
-    so files, boxes and COCO coordinates are all in original pixels.
+    so files, boxes and COCO coordinates are all in original pixels. A
+    non-empty ``out`` is refused (:class:`~xraylens.output_dir.OutputExistsError`)
+    unless ``overwrite``, which first removes the earlier run's outputs.
     """
     from tqdm.auto import tqdm
 
+    from xraylens.output_dir import claim_output_dir
     from xraylens.plots.heatmaps import OverlayItem, wrap_name
 
     cfg = cfg or ExplainConfig()
-    out = Path(out)
+    out = claim_output_dir(out, overwrite=overwrite, outputs=OUTPUTS, what="set of explanations")
     (out / "images").mkdir(parents=True, exist_ok=True)
     model, meta = loaded.model.eval(), loaded.meta
     names = unique_names([item.path for item in items])

@@ -29,7 +29,7 @@ from xraylens.data.boxes import TrueBox, find_box_table, read_box_table
 from xraylens.data.images import ImageReadError, read_image
 from xraylens.data.mura_layout import parse_image_path
 from xraylens.data.preprocess import Letterbox, prepare
-from xraylens.data.problems import DataError
+from xraylens.data.problems import DataError, format_problems
 from xraylens.explain.cams import METHODS, check_method, compute_cams, methods_for, resolve_layer
 from xraylens.explain.detection import ap_by_kind, write_coco_files
 from xraylens.explain.regions import Box, find_boxes
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 # Score-CAM needs one forward pass per feature channel per image (1,280 for MobileNetV2): opt in.
 DEFAULT_EVAL_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "scorecam")
+# What _write puts in ``out``: what ``--overwrite`` clears before a new report.
+REPORT_FILES = ("localization.json", "report.md", "methods_grid.png", "pointing_game.png", "sanity.png", "coco")
 
 
 class ExplainEvalError(ValueError):
@@ -74,6 +76,7 @@ class _Images:
     geometry: list[Letterbox]
     truth: list[list[TrueBox]]
     previews: list[np.ndarray] = field(default_factory=list)  # originals of the first grid images
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unreadable images
 
 
 def read_true_boxes(path: str | Path) -> dict[str, list[TrueBox]]:
@@ -88,12 +91,13 @@ def _load(table: pd.DataFrame, truth: dict[str, list[TrueBox]], loaded: LoadedMo
           progress: bool) -> _Images:
     from tqdm.auto import tqdm
 
-    keep, tensors, geometry, boxes, previews = [], [], [], [], []
+    keep, tensors, geometry, boxes, previews, skipped = [], [], [], [], [], []
     for i, row in enumerate(tqdm(table.itertuples(index=False), total=len(table), desc="load", disable=not progress)):
         try:
             image = read_image(row.file)
         except ImageReadError as exc:
             log.warning("skipped %s: %s", row.path, exc)
+            skipped.append((row.path, str(exc)))
             continue
         x, lb = prepare(image, loaded.meta.preprocessing)
         keep.append(i)
@@ -103,8 +107,10 @@ def _load(table: pd.DataFrame, truth: dict[str, list[TrueBox]], loaded: LoadedMo
         if len(previews) < grid:
             previews.append(image)
     if not tensors:
-        raise ExplainEvalError("none of the selected images could be read")
-    return _Images(table.iloc[keep].reset_index(drop=True), torch.stack(tensors), geometry, boxes, previews)
+        raise ExplainEvalError("none of the selected images could be read: "
+                               + "; ".join(f"{p}: {r}" for p, r in skipped[:3]))
+    return _Images(table.iloc[keep].reset_index(drop=True), torch.stack(tensors), geometry, boxes, previews,
+                   skipped)
 
 
 def _probabilities(loaded: LoadedModel, x: torch.Tensor, batch_size: int) -> np.ndarray:
@@ -115,8 +121,9 @@ def _probabilities(loaded: LoadedModel, x: torch.Tensor, batch_size: int) -> np.
 
 def _truth_and_rows(loaded: LoadedModel, data: str | Path, boxes_csv: str | Path | None, split: str,
                     settings: EvalSettings, progress: bool, format: str | None
-                    ) -> tuple[dict[str, list[TrueBox]], pd.DataFrame, str]:
-    """True boxes (``boxes_csv``, else the dataset's own, else a ``boxes.csv`` beside it) and the images to score.
+                    ) -> tuple[dict[str, list[TrueBox]], pd.DataFrame, str, dict[str, Any]]:
+    """True boxes (``boxes_csv``, else the dataset's own, else a ``boxes.csv`` beside it), the images to score,
+    where the boxes came from, and the summary of what indexing skipped (reported, never dropped unseen).
 
     The split is rebuilt with the checkpoint's data settings (format, test
     split of the box datasets), so ``valid`` is the split training left out.
@@ -125,6 +132,9 @@ def _truth_and_rows(loaded: LoadedModel, data: str | Path, boxes_csv: str | Path
 
     index = open_for(data, loaded.meta.experiment.get("data") or {}, format=format, splits=(split,),
                      progress=progress)
+    if index.problems:
+        log.warning("indexing %s skipped %s\n(the full list: `xraylens data summary %s`)", index.root,
+                    format_problems(index.problems), data)
     if boxes_csv is None and index.boxes is not None:
         truth, source = index.boxes, f"the boxes of {index.root}"
     else:
@@ -133,7 +143,7 @@ def _truth_and_rows(loaded: LoadedModel, data: str | Path, boxes_csv: str | Path
             raise ExplainEvalError(f"{data} has no boxes of its own and no boxes.csv: give a box table with --boxes "
                                    "(path,x0,y0,x1,y1,kind; paths as the index names them, original pixels)")
         truth, source = read_true_boxes(found), str(found)
-    return truth, _select(index.table, split, truth, source, settings), source
+    return truth, _select(index.table, split, truth, source, settings), source, index.problem_summary()
 
 
 def _select(table: pd.DataFrame, split: str, truth: dict[str, list[TrueBox]], source: str,
@@ -185,13 +195,18 @@ def evaluate_explanations(
     split: str = "valid",
     progress: bool = True,
     format: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Score each method in ``settings.methods``; write the report files under ``out``; return the JSON dict.
 
     ``boxes_csv=None`` takes the dataset's own boxes (FracAtlas, GRAZPEDWRI-DX) or a ``boxes.csv`` in
-    the data folder; ``format`` overrides the checkpoint's ``data.format``.
+    the data folder; ``format`` overrides the checkpoint's ``data.format``. A non-empty ``out`` is
+    refused (:class:`~xraylens.output_dir.OutputExistsError`) unless ``overwrite``. Images that cannot
+    be read are left out and listed under ``skipped`` in the report, each with its reason.
     """
     from tqdm.auto import tqdm
+
+    from xraylens.output_dir import claim_output_dir
 
     settings = settings or EvalSettings()
     if settings.methods == DEFAULT_EVAL_METHODS:  # the defaults: every method this model can give
@@ -212,7 +227,8 @@ def evaluate_explanations(
         if "cam" in settings.methods and layer is not target_layer(loaded.model, loaded.meta.model.name):
             raise ExplainEvalError(f"the classic CAM ('cam') only works at the layer that feeds the head; "
                                    f"leave it out of --methods to score layer {settings.layer}")
-    truth, rows, source = _truth_and_rows(loaded, data, boxes_csv, split, settings, progress, format)
+    out = claim_output_dir(out, overwrite=overwrite, outputs=REPORT_FILES, what="explanation evaluation")
+    truth, rows, source, index_problems = _truth_and_rows(loaded, data, boxes_csv, split, settings, progress, format)
     images = _load(rows, truth, loaded, settings.grid_images, progress)
     model, name, meta = loaded.model.eval(), loaded.meta.model.name, loaded.meta
     probs = _probabilities(loaded, images.x, settings.batch_size)
@@ -224,11 +240,14 @@ def evaluate_explanations(
     sanity_idx = np.concatenate([np.flatnonzero(called), np.flatnonzero(~called)])[: settings.sanity_images]
     results: dict[str, Any] = {
         "checkpoint": str(loaded.path), "model": name, "split": split, "boxes": source, "n_images": len(images.rows),
+        "images": images.rows["path"].tolist(),
         "kinds": kinds, "settings": asdict(settings),
         "layer": settings.layer or architecture(name).target_layer,  # what gradient CAMs read
         "classifier": {"mean_probability": float(probs.mean()), "called_abnormal": float(called.mean()),
                        "threshold": meta.threshold},
         "localization": {}, "faithfulness": {}, "sanity": {}, "seconds_per_image": {},
+        "skipped": [{"path": path, "reason": reason} for path, reason in images.skipped],
+        "index_problems": index_problems,
     }
     grid_maps: dict[str, list[np.ndarray]] = {}
     predicted: dict[str, list[list[Box]]] = {}
@@ -254,7 +273,7 @@ def evaluate_explanations(
         results["faithfulness"]["random order"] = _faith_summary(deletion_insertion(
             model, images.x[faith_idx], None, steps=settings.faithfulness_steps, temperature=meta.temperature,
             seed=settings.seed))
-    results["coco_files"] = _write(Path(out), results, images, grid_maps, predicted)
+    results["coco_files"] = _write(out, results, images, grid_maps, predicted)
     return results
 
 

@@ -24,7 +24,7 @@ ONNX_HINT = "pip install 'xraylens[onnx]'"
 
 
 def default_onnx_path(checkpoint: str | Path) -> Path:
-    """``runs/x/best.ckpt`` -> ``runs/x/best.onnx``: where ``--engine onnx`` looks for it."""
+    """``runs/x/best.ckpt`` -> ``runs/x/best.onnx``: where ``xraylens export`` writes by default."""
     return Path(checkpoint).with_suffix(".onnx")
 
 

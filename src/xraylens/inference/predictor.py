@@ -12,7 +12,8 @@ mean of its views' probabilities, as in the MURA paper; a folder of views is
 one study.
 
 :class:`OnnxPredictor` lives here, beside the class it extends, because
-``Predictor.from_checkpoint`` hands ``engine="onnx"`` to it.
+``Predictor.from_checkpoint`` hands ``engine="onnx"`` to it. ONNX models are
+opened only when named by the caller, never found beside a checkpoint.
 """
 
 from __future__ import annotations
@@ -55,19 +56,33 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, engine: str | None = None, device: str = "cpu",
-                        method: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Predictor:
-        """``engine`` None picks ``onnx`` for a ``.onnx`` file, ``torch`` otherwise.
+                        method: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                        onnx: str | Path | None = None) -> Predictor:
+        """``engine`` None picks ``onnx`` for a ``.onnx`` file or when ``onnx`` is given, ``torch`` otherwise.
 
-        With ``engine="onnx"`` and a ``.ckpt``, the ``.onnx`` written next to it by
-        ``xraylens export`` is used, and the checkpoint is kept for heatmaps (ONNX
-        Runtime has no gradients, so CAMs always come from torch).
+        An ONNX model is opened only when the caller names it: ``path`` itself,
+        or ``onnx`` together with a ``.ckpt`` (which then gives the heatmaps:
+        ONNX Runtime has no gradients). A ``.onnx`` that merely lies next to a
+        checkpoint is never picked up by itself: a file nobody asked for, which
+        may have come from anywhere, is not fed to a parser.
         """
         path = Path(path)
-        engine = engine or ("onnx" if path.suffix == ".onnx" else "torch")
+        engine = engine or ("onnx" if path.suffix == ".onnx" or onnx is not None else "torch")
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         if engine == "onnx":
-            return OnnxPredictor.open(path, device=device, method=method, max_pixels=max_pixels)
+            if path.suffix == ".onnx":
+                if onnx is not None:
+                    raise ValueError(f"{path} is already the ONNX model; pass the .ckpt with --onnx {onnx}")
+                return OnnxPredictor.open(path, device=device, method=method, max_pixels=max_pixels)
+            if onnx is None:
+                raise ValueError(
+                    f"--engine onnx with the checkpoint {path}: name the ONNX model to run, e.g. --onnx "
+                    f"{default_onnx_path(path)} (written by `xraylens export {path}`), or pass the .onnx file "
+                    "instead of the checkpoint; xraylens never opens a .onnx it was not given")
+            return OnnxPredictor.open(onnx, checkpoint=path, device=device, method=method, max_pixels=max_pixels)
+        if onnx is not None:
+            raise ValueError(f"--onnx {onnx} needs the onnx engine; drop --engine torch")
         if path.suffix == ".onnx":
             raise ValueError(f"{path} is an ONNX model; use engine='onnx' (--engine onnx) or pass the .ckpt")
         from xraylens.models import load_checkpoint
@@ -235,20 +250,18 @@ class OnnxPredictor(Predictor):
     """A :class:`Predictor` whose probabilities come from ONNX Runtime (no torch needed for them)."""
 
     @classmethod
-    def open(cls, path: str | Path, *, device: str = "cpu", method: str | None = None,
-             max_pixels: int = DEFAULT_MAX_PIXELS) -> OnnxPredictor:
-        """``model.onnx``, or a ``.ckpt`` whose exported ``.onnx`` sits next to it (then heatmaps work too)."""
+    def open(cls, path: str | Path, *, checkpoint: str | Path | None = None, device: str = "cpu",
+             method: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> OnnxPredictor:
+        """The ONNX model ``path``; with ``checkpoint`` (its torch original) heatmaps work too."""
         path = Path(path)
-        checkpoint: Path | None = None
         if path.suffix != ".onnx":
-            checkpoint, path = path, default_onnx_path(path)
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"--engine onnx: no {path.name} next to {checkpoint}; run `xraylens export {checkpoint}` "
-                    f"first (it writes {path}), or pass a .onnx file"
-                )
-        elif not path.is_file():
-            raise FileNotFoundError(f"ONNX model {path} does not exist")
+            raise ValueError(f"{path}: expected an ONNX model file (.onnx), written by `xraylens export`")
+        if not path.is_file():
+            hint = f"; run `xraylens export {checkpoint}` first (it writes {path})" if checkpoint else ""
+            raise FileNotFoundError(f"ONNX model {path} does not exist{hint}")
+        checkpoint = Path(checkpoint) if checkpoint is not None else None
+        if checkpoint is not None and not checkpoint.is_file():
+            raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
         engine = OnnxEngine(path, device)
         card = read_card(engine.session)
         cam_engine = LazyTorchCams(checkpoint, card, device) if checkpoint is not None else None

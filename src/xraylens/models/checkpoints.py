@@ -19,6 +19,7 @@ from xraylens._version import __version__
 from xraylens.config import CLASS_NAMES, ModelConfig, from_dict, to_dict
 from xraylens.data.preprocess import Preprocessing
 from xraylens.models.factory import create_model
+from xraylens.models.weights import unreadable_file_message
 
 CHECKPOINT_FORMAT = "xraylens.checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -91,18 +92,27 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) ->
     return atomic_write_with(path, lambda handle: torch.save(payload, handle))
 
 
-def load_checkpoint(path: str | Path) -> LoadedModel:
-    """Rebuild a model from a slim or a Lightning checkpoint written by xraylens; weights only, no pickle."""
+def read_checkpoint_file(path: str | Path, *, mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` of ``path``, with every failure a :class:`CheckpointError` naming it.
+
+    weights_only admits tensors and plain containers only: a file that carries
+    any other Python object (a pickle payload: code that would run on load) is
+    refused before anything in it runs. The message says which object it was,
+    and never suggests loading the file unsafely.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
-        raise CheckpointError(
-            f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}). Is it a file written by `xraylens train`?"
-        ) from exc
+        raise CheckpointError(unreadable_file_message(path, exc)) from exc
+
+
+def load_checkpoint(path: str | Path) -> LoadedModel:
+    """Rebuild a model from a slim or a Lightning checkpoint written by xraylens; weights only, no pickle."""
+    path = Path(path)
+    raw = read_checkpoint_file(path)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dictionary, found {type(raw).__name__}")
     if "xraylens" in raw and "state_dict" in raw:  # Lightning checkpoint

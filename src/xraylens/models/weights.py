@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 import urllib.error
 from pathlib import Path
 
@@ -70,6 +71,23 @@ def packaged_lite0_path() -> Path:
     return path
 
 
+def unreadable_file_message(path: Path, exc: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in one line that names the file.
+
+    torch's own text for a refused pickle payload advises loading with
+    weights_only=False, i.e. running the payload; this says what was refused instead.
+    """
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)|Unsupported operand (\w+)", str(exc))
+    if found:
+        what = found.group(1) or f"opcode {found.group(2)}"
+        return (f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True: refused, it holds the "
+                f"Python object {what}, which is not tensors or plain data (xraylens never runs code from a file). "
+                "Use a file written by xraylens (or a plain state dict) from a source you trust")
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return (f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True ({type(exc).__name__}: "
+            f"{first}); it is truncated, corrupt or not a checkpoint. Is it a file written by `xraylens train`?")
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from ``.pth``/``.pt``/``.bin`` (weights only) or ``.safetensors``."""
     path = Path(path)
@@ -82,7 +100,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - re-raised with the file named
-        raise PretrainedWeightsError(f"{path}: not a readable PyTorch state dict ({exc})") from exc
+        raise PretrainedWeightsError(unreadable_file_message(path, exc)) from exc
     for key in ("state_dict", "model"):  # common wrappers around the tensors
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -11,13 +11,18 @@ Safety, because uploads are untrusted and may be large:
   from the header before decoding; a corrupt image is 422 with the reason;
 * the model is loaded once; the endpoint is a plain ``def`` so FastAPI runs
   requests in its thread pool, and the predictor serialises access to the
-  torch model itself.
+  torch model itself;
+* at most ``max_concurrent`` uploads are decoded and predicted at a time and
+  ``max_queue`` more wait; beyond that the answer is 503 with ``Retry-After``
+  (:mod:`xraylens.server.admission`), which bounds peak memory under load.
 """
 
 import base64
+import contextlib
 import functools
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +31,7 @@ import numpy as np
 from xraylens._version import __version__
 from xraylens.data.images import DEFAULT_MAX_PIXELS, ImageReadError, read_image, sniff_kind
 from xraylens.inference.predictor import Predictor
+from xraylens.server.admission import Admission, Busy
 
 STATIC_DIR = Path(__file__).with_name("static")
 DISPLAY_MAX_SIDE = 1024  # images sent back to the page are at most this long; boxes stay in original pixels
@@ -37,7 +43,8 @@ _CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; scrip
         "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 
 
-def create_app(predictor: Predictor, *, max_upload_bytes: int = 20 * 2**20, max_pixels: int | None = None) -> Any:
+def create_app(predictor: Predictor, *, max_upload_bytes: int = 20 * 2**20, max_pixels: int | None = None,
+               max_concurrent: int = 2, max_queue: int = 32, queue_wait_s: float = 60.0) -> Any:
     """A FastAPI app serving ``/`` (the page), ``/api/predict``, ``/api/health``, ``/api/model``, ``/docs``."""
     try:
         from fastapi import FastAPI, File, HTTPException, UploadFile
@@ -48,7 +55,15 @@ def create_app(predictor: Predictor, *, max_upload_bytes: int = 20 * 2**20, max_
     ErrorOut, HealthOut, ModelOut, PredictionOut = _schemas()
 
     max_pixels = max_pixels or DEFAULT_MAX_PIXELS
+    admission = Admission(max_concurrent, max_queue, queue_wait_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        admission.close()  # the computing threads end with the app
+
     app = FastAPI(
+        lifespan=lifespan,
         title="xraylens",
         version=__version__,
         description=("Normal/abnormal classification of musculoskeletal radiographs with heatmaps. "
@@ -59,7 +74,8 @@ def create_app(predictor: Predictor, *, max_upload_bytes: int = 20 * 2**20, max_
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors = {413: {"model": ErrorOut, "description": "upload or image too large"},
               415: {"model": ErrorOut, "description": "not a PNG, JPEG or DICOM file (by content)"},
-              422: {"model": ErrorOut, "description": "corrupt or unreadable image"}}
+              422: {"model": ErrorOut, "description": "corrupt or unreadable image"},
+              503: {"model": ErrorOut, "description": "busy: too many requests at once (see Retry-After)"}}
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -70,12 +86,12 @@ def create_app(predictor: Predictor, *, max_upload_bytes: int = 20 * 2**20, max_
     @app.get("/api/health", response_model=HealthOut)
     def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "engine": predictor.engine.name,
-                "architecture": predictor.card.architecture}
+                "architecture": predictor.card.architecture, "load": admission.status()}
 
     @app.get("/api/model", response_model=ModelOut)
     def model() -> dict[str, Any]:
         return {**predictor.info(), "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels,
-                "disclaimer": DISCLAIMER}
+                "max_concurrent": max_concurrent, "max_queue": max_queue, "disclaimer": DISCLAIMER}
 
     @app.post("/api/predict", response_model=PredictionOut, responses=errors)
     def predict(file: Annotated[UploadFile, File(description="a radiograph: PNG, JPEG or DICOM")]) -> dict[str, Any]:
@@ -85,7 +101,7 @@ def create_app(predictor: Predictor, *, max_upload_bytes: int = 20 * 2**20, max_
         their long side is at most 1024 px (``display_scale`` = their size / original).
         """
         name = _safe_name(file.filename)
-        tmp = _save_upload(file, max_upload_bytes, HTTPException)
+        tmp = _save_upload(file, max_upload_bytes, HTTPException, name)
         try:
             kind = sniff_kind(tmp)
             if kind is None:
@@ -94,14 +110,22 @@ def create_app(predictor: Predictor, *, max_upload_bytes: int = 20 * 2**20, max_
             typed = tmp.with_suffix(_SUFFIX[kind])
             os.replace(tmp, typed)
             tmp = typed
-            try:
-                image = read_image(tmp, max_pixels=max_pixels)
-            except ImageReadError as exc:
-                raise HTTPException(422, str(exc).replace(str(tmp), name)) from exc
+            upload = tmp
+
+            def work() -> dict[str, Any]:  # decoding, the network, the answer's images: the memory-hungry part
+                try:
+                    image = read_image(upload, max_pixels=max_pixels)
+                except ImageReadError as exc:
+                    raise HTTPException(422, str(exc).replace(str(upload), name)) from exc
+                upload.unlink(missing_ok=True)
+                prediction = predictor.predict_image(image, explain=predictor.can_explain)
+                return _response(prediction, image, predictor, name)
+
+            return admission.run(work)
+        except Busy as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
         finally:
             tmp.unlink(missing_ok=True)
-        prediction = predictor.predict_image(image, explain=predictor.can_explain)
-        return _response(prediction, image, predictor, name)
 
     return app
 
@@ -122,6 +146,7 @@ def _schemas() -> tuple[type, type, type, type]:
         version: str
         engine: str
         architecture: str
+        load: dict[str, int] = Field(description="requests in progress (computing or waiting) and the limits")
 
     class ModelOut(BaseModel):
         architecture: str
@@ -136,6 +161,8 @@ def _schemas() -> tuple[type, type, type, type]:
         summary: dict[str, Any]
         max_upload_bytes: int
         max_pixels: int
+        max_concurrent: int
+        max_queue: int
         disclaimer: str
 
     class BoxOut(BaseModel):
@@ -205,10 +232,10 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-def _save_upload(file: Any, max_bytes: int, http_error: type) -> Path:
+def _save_upload(file: Any, max_bytes: int, http_error: type, name: str) -> Path:
     """Copy the upload into a private temporary file, refusing it past ``max_bytes``."""
-    fd, name = tempfile.mkstemp(prefix="xraylens-upload-", suffix=".bin")
-    path = Path(name)
+    fd, tmp_name = tempfile.mkstemp(prefix="xraylens-upload-", suffix=".bin")
+    path = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
             file.file.seek(0)
@@ -216,11 +243,11 @@ def _save_upload(file: Any, max_bytes: int, http_error: type) -> Path:
             while chunk := file.file.read(_CHUNK):
                 total += len(chunk)
                 if total > max_bytes:
-                    raise http_error(413, f"upload too large (more than {max_bytes:,} bytes; "
+                    raise http_error(413, f"{name}: upload too large (more than {max_bytes:,} bytes; "
                                           f"the limit is {max_bytes / 2**20:.1f} MB)")
                 out.write(chunk)
         if total == 0:
-            raise http_error(422, "the uploaded file is empty (0 bytes)")
+            raise http_error(422, f"{name}: the uploaded file is empty (0 bytes)")
     except BaseException:
         path.unlink(missing_ok=True)
         raise
