@@ -70,11 +70,15 @@ class PatchRetrieval(nn.Module):
         self.patches = patches
         self.crop_fraction = crop_fraction
 
+    def crop_side(self, size: int) -> float:
+        """Side in input pixels of every crop taken from a ``size`` px input."""
+        return max(1.0, round(self.crop_fraction * size))
+
     @torch.no_grad()
     def forward(self, cells: torch.Tensor, size: int) -> torch.Tensor:
         b, h, w = cells.shape
         stride = size / w
-        crop = max(1.0, round(self.crop_fraction * size))
+        crop = self.crop_side(size)
         radius = max(1, int(crop / stride) // 2)  # cells a crop covers on either side of its centre
         rows = torch.arange(h, device=cells.device)[None, :, None]  # (1, h, 1)
         cols = torch.arange(w, device=cells.device)[None, None, :]  # (1, 1, w)
@@ -154,13 +158,10 @@ class GlobalLocalMIL(nn.Module):
         global_logit = self.pool(cells)  # (B, 1)
         size = x.shape[-1]
         boxes = self.retrieve(cells[:, 0], size)  # (B, K, 4)
-        crops = crop_patches(x, boxes, self._local_side(size))  # (B*K, C, 2 crop, 2 crop)
+        crops = crop_patches(x, boxes, int(LOCAL_SCALE * self.retrieve.crop_side(size)))  # (B*K, C, 2c, 2c)
         local_logit, attention = self.head.local(self.local_backbone(crops), self.retrieve.patches)
         logit = self.head.fusion(torch.cat([global_logit, local_logit], dim=1))
         return GlobalLocalOutput(logit, global_logit, local_logit, cells[:, 0], boxes, attention)
-
-    def _local_side(self, size: int) -> int:
-        return int(LOCAL_SCALE * max(1.0, round(self.retrieve.crop_fraction * size)))
 
     def saliency(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, S, S) -> (B, h, w) global instance logits: where the crops are taken from."""
