@@ -11,7 +11,9 @@ head for stride 32), POOLS a comma list of topk,lse,max,avg,attn (gated attentio
 the balanced box loss of `train.box_fraction` on that share of training images, default 0), dF (head dropout,
 default 0.1; the package's demo_cpu uses 0.2), sN (seed), claheF (data.clahe_clip: CLAHE before the
 features, stored in their own file), parts (the package's per-body-part class weights
-instead of one pos_weight). Features are
+instead of one pos_weight), iflip (a coin per image for the flip, as the package's FeatureSet; default one
+per batch), pinit (the package's init of the last instance conv), tta (evaluate on the mean logit of the
+map and its mirror). Features are
 stored in ./feats_*.pt and reused. Prints one JSON line per pooling: image AUROC on train and on the
 patient-grouped validation split, and study AUROC on the `valid` split overall and per finding kind
 (that kind's abnormal studies against all normal ones). The package's own recipe is the same head
@@ -44,8 +46,11 @@ EPOCHS = int(next((a[1:] for a in sys.argv[5:] if a.startswith("e")), 30))
 BOX_FRACTION = float(next((a[3:] for a in sys.argv[5:] if a.startswith("box")), 0.0))
 DROPOUT = float(next((a[1:] for a in sys.argv[5:] if a.startswith("d")), 0.1))
 SEED = int(next((a[1:] for a in sys.argv[5:] if a.startswith("s")), 0))
-PART_WEIGHTS = "parts" in sys.argv[5:]
-CLAHE = float(next((a[5:] for a in sys.argv[5:] if a.startswith("clahe")), 0.0))  # data.clahe_clip  # the package's per-body-part class weights instead of one pos_weight
+PART_WEIGHTS = "parts" in sys.argv[5:]  # the package's per-body-part class weights instead of one pos_weight
+CLAHE = float(next((a[5:] for a in sys.argv[5:] if a.startswith("clahe")), 0.0))  # data.clahe_clip
+IMAGE_FLIPS = "iflip" in sys.argv[5:]  # flip each image's map by its own coin, as FeatureSet does (default: per batch)
+PACKAGE_INIT = "pinit" in sys.argv[5:]  # the package's instance classifier init (last conv std 0.01, bias 0)
+FLIP_TTA = "tta" in sys.argv[5:]  # evaluate on the mean logit of the map and its mirror
 tag = f"{root.strip('/').split('/')[-1]}_{size}_{layer}"
 feat_file = f"feats_{tag}{f'_clahe{CLAHE:g}' if CLAHE else ''}{'_bf16' if BF16 else ''}.pt"
 
@@ -121,6 +126,9 @@ class Head(nn.Module):
     def __init__(self, pool, hidden=128, k=0.02):
         super().__init__()
         self.inst = nn.Sequential(nn.Conv2d(C, hidden, 1), nn.ReLU(), nn.Dropout2d(DROPOUT), nn.Conv2d(hidden, 1, 1))
+        if PACKAGE_INIT:
+            nn.init.normal_(self.inst[3].weight, std=0.01)
+            nn.init.zeros_(self.inst[3].bias)
         self.pool, self.k = pool, k
         if pool == "attn":
             self.V = nn.Conv2d(C, hidden, 1)
@@ -160,9 +168,14 @@ def run(pool, epochs=EPOCHS, lr=1e-3, wd=1e-4, hidden=HIDDEN, flip=True, seed=SE
         for i in range(0, len(perm), 32):
             b = perm[i:i+32]
             f = feats[b].float()
-            flip_now = flip and np.random.rand() < 0.5
-            if flip_now:
-                f = f.flip(-1)
+            if flip and IMAGE_FLIPS:
+                mirrored = torch.rand(len(b)) < 0.5
+                f[mirrored] = f[mirrored].flip(-1)
+                flip_now = mirrored.numpy()
+            else:
+                flip_now = np.full(len(b), flip and np.random.rand() < 0.5)
+                if flip_now[0]:
+                    f = f.flip(-1)
             if PART_WEIGHTS:
                 loss = (F.binary_cross_entropy_with_logits(h(f), labels[b], reduction="none") * image_weights[b]).mean()
             else:
@@ -170,8 +183,10 @@ def run(pool, epochs=EPOCHS, lr=1e-3, wd=1e-4, hidden=HIDDEN, flip=True, seed=SE
             sup = [j for j, i in enumerate(b) if int(i) in box_row]
             if sup:  # Li et al. 2018: in- and out-of-box cells of the boxed images, balanced
                 target = masks[[box_row[int(b[j])] for j in sup]]
-                if flip_now:
-                    target = target.view(len(sup), feats.shape[-2], -1).flip(-1).flatten(1)
+                grid = target.view(len(sup), feats.shape[-2], -1)
+                mirrored = torch.from_numpy(flip_now[sup])
+                grid[mirrored] = grid[mirrored].flip(-1)
+                target = grid.flatten(1)
                 cells = h.inst(f[sup]).flatten(1)
                 per_cell = F.binary_cross_entropy_with_logits(cells, target, reduction="none")
                 inside = (per_cell * target).sum() / target.sum().clamp(min=1)
@@ -189,8 +204,10 @@ def run(pool, epochs=EPOCHS, lr=1e-3, wd=1e-4, hidden=HIDDEN, flip=True, seed=SE
     except FileNotFoundError:
         evalf = feats
     with torch.no_grad():
-        p = torch.cat([torch.sigmoid(h(evalf[i:i+64].float())) for i in range(0, len(idx), 64)]).numpy()
-    res = {"pool": pool, "clahe": CLAHE, "dropout": DROPOUT, "seed": seed, "part_weights": PART_WEIGHTS, "box_fraction": BOX_FRACTION, "bf16": BF16, "hidden": hidden, "k": FRAC, "epochs": epochs, "train_loss": round(tot / len(tr), 3), "secs": round(time.time() - t0)}
+        def logit(f):
+            return (h(f) + h(f.flip(-1))) / 2 if FLIP_TTA else h(f)
+        p = torch.cat([torch.sigmoid(logit(evalf[i:i+64].float())) for i in range(0, len(idx), 64)]).numpy()
+    res = {"pool": pool, "clahe": CLAHE, "dropout": DROPOUT, "seed": seed, "part_weights": PART_WEIGHTS, "image_flips": IMAGE_FLIPS, "package_init": PACKAGE_INIT, "tta": FLIP_TTA, "box_fraction": BOX_FRACTION, "bf16": BF16, "hidden": hidden, "k": FRAC, "epochs": epochs, "train_loss": round(tot / len(tr), 3), "secs": round(time.time() - t0)}
     for name, rows in (("train", tr), ("val", va)):
         res[f"{name}_img_auc"] = round(roc_auc_score(labels[rows], p[rows]), 3)
     t = idx.iloc[te].assign(p=p[te]).groupby("study_path").agg(p=("p", "mean"), label=("label", "first"))

@@ -62,7 +62,8 @@ def generate(
 
     ``difficulty``: ``"realistic"`` (default) draws findings as subtle as real
     ones (hairline fractures 1-2.5 px wide at 512 px, some views not showing
-    the finding); a model needs GPU-scale training to learn them.
+    the finding); from-scratch models do not learn them, ImageNet transfer at
+    native resolution does with thousands of images (README, "What learns").
     ``"easy"`` makes the same findings obvious (wide, deep, displaced
     fractures; larger lesions; thicker hardware; every view of an abnormal
     study shows its finding). Only the findings change: normal studies,
