@@ -46,7 +46,8 @@ class CLIError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xraylens",
-        description="Read musculoskeletal radiographs (MURA v1.1 layout): normal or abnormal, and why.",
+        description=("Read musculoskeletal radiographs (MURA v1.1; FracAtlas and GRAZPEDWRI-DX with their boxes): "
+                     "normal or abnormal, and why."),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
