@@ -13,7 +13,8 @@ default 0.1; the package's demo_cpu uses 0.2), sN (seed), claheF (data.clahe_cli
 features, stored in their own file), parts (the package's per-body-part class weights
 instead of one pos_weight), iflip (a coin per image for the flip, as the package's FeatureSet; default one
 per batch), pinit (the package's init of the last instance conv), tta (evaluate on the mean logit of the
-map and its mirror). Features are
+map and its mirror), os8 (the same weights with the stride-16 stages dilated instead: a stride-8 grid,
+64 x 64 at 512 px; features stored in their own file). Features are
 stored in ./feats_*.pt and reused. Prints one JSON line per pooling: image AUROC on train and on the
 patient-grouped validation split, and study AUROC on the `valid` split overall and per finding kind
 (that kind's abnormal studies against all normal ones). The package's own recipe is the same head
@@ -51,7 +52,8 @@ CLAHE = float(next((a[5:] for a in sys.argv[5:] if a.startswith("clahe")), 0.0))
 IMAGE_FLIPS = "iflip" in sys.argv[5:]  # flip each image's map by its own coin, as FeatureSet does (default: per batch)
 PACKAGE_INIT = "pinit" in sys.argv[5:]  # the package's instance classifier init (last conv std 0.01, bias 0)
 FLIP_TTA = "tta" in sys.argv[5:]  # evaluate on the mean logit of the map and its mirror
-tag = f"{root.strip('/').split('/')[-1]}_{size}_{layer}"
+OUTPUT_STRIDE = 8 if "os8" in sys.argv[5:] else 32  # blocks.3 on dilated instead of strided: a stride-8 grid
+tag = f"{root.strip('/').split('/')[-1]}_{size}_{layer}{'_os8' if OUTPUT_STRIDE == 8 else ''}"
 feat_file = f"feats_{tag}{f'_clahe{CLAHE:g}' if CLAHE else ''}{'_bf16' if BF16 else ''}.pt"
 
 idx = index_dataset(root, splits=("train", "valid"), progress=False).table
@@ -59,7 +61,7 @@ boxes = pd.read_csv(f"{root}/boxes.csv")
 kinds_per_study = boxes.assign(study_path=boxes.path.str.rsplit("/", n=1).str[0] + "/").groupby("study_path")["kind"].apply(set)
 
 def build():
-    return timm_backbone("tf_efficientnet_lite0", pretrained=True).eval()  # packaged weights, checksum verified
+    return timm_backbone("tf_efficientnet_lite0", pretrained=True, output_stride=OUTPUT_STRIDE).eval()  # packaged weights, checksum verified
 
 def trunk(m, x):
     x = m.bn1(m.conv_stem(x))
@@ -207,7 +209,7 @@ def run(pool, epochs=EPOCHS, lr=1e-3, wd=1e-4, hidden=HIDDEN, flip=True, seed=SE
         def logit(f):
             return (h(f) + h(f.flip(-1))) / 2 if FLIP_TTA else h(f)
         p = torch.cat([torch.sigmoid(logit(evalf[i:i+64].float())) for i in range(0, len(idx), 64)]).numpy()
-    res = {"pool": pool, "clahe": CLAHE, "dropout": DROPOUT, "seed": seed, "part_weights": PART_WEIGHTS, "image_flips": IMAGE_FLIPS, "package_init": PACKAGE_INIT, "tta": FLIP_TTA, "box_fraction": BOX_FRACTION, "bf16": BF16, "hidden": hidden, "k": FRAC, "epochs": epochs, "train_loss": round(tot / len(tr), 3), "secs": round(time.time() - t0)}
+    res = {"pool": pool, "clahe": CLAHE, "dropout": DROPOUT, "seed": seed, "part_weights": PART_WEIGHTS, "image_flips": IMAGE_FLIPS, "package_init": PACKAGE_INIT, "tta": FLIP_TTA, "output_stride": OUTPUT_STRIDE, "box_fraction": BOX_FRACTION, "bf16": BF16, "hidden": hidden, "k": FRAC, "epochs": epochs, "train_loss": round(tot / len(tr), 3), "secs": round(time.time() - t0)}
     for name, rows in (("train", tr), ("val", va)):
         res[f"{name}_img_auc"] = round(roc_auc_score(labels[rows], p[rows]), 3)
     t = idx.iloc[te].assign(p=p[te]).groupby("study_path").agg(p=("p", "mean"), label=("label", "first"))

@@ -30,13 +30,18 @@ TIMM_ARCHITECTURES: dict[str, Architecture] = {
 
 
 def timm_backbone(library_name: str, *, pretrained: bool = False, weights_path: str | None = None,
-                  dropout: float = 0.0) -> nn.Module:
-    """timm's network (RGB stem, ImageNet head) with the requested starting weights."""
+                  dropout: float = 0.0, output_stride: int = 32) -> nn.Module:
+    """timm's network (RGB stem, ImageNet head) with the requested starting weights.
+
+    ``output_stride`` 16 or 8 turns the last strides into dilations (DeepLab's
+    atrous backbone): the same weights read a finer grid.
+    """
     try:
         import timm
     except ImportError as exc:  # timm is a dependency; this only fires in a broken environment
         raise ImportError("timm backbones need the timm package: pip install timm") from exc
-    model = timm.create_model(library_name, pretrained=False, drop_rate=dropout)
+    extra = {"output_stride": output_stride} if output_stride != 32 else {}
+    model = timm.create_model(library_name, pretrained=False, drop_rate=dropout, **extra)
     if weights_path is not None:
         model.load_state_dict(fit_state_dict(model, read_state_dict(weights_path), str(weights_path)))
     elif pretrained:
