@@ -1,4 +1,7 @@
-"""The spatial MIL model goes everywhere a model goes: predict, explain (its native map), ONNX export, serve."""
+"""The spatial MIL models go everywhere a model goes: predict, explain (their native map), ONNX export, serve.
+
+Both strides run every test: the stride-8 model's dilated blocks must survive export and serving too.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from xraylens.inference import Predictor
 from xraylens.models import CheckpointMeta, create_model, preprocessing_for, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-NAME = "mil_efficientnet_lite0"
+STRIDES = {"mil_efficientnet_lite0": 16, "mil_efficientnet_lite0_stride8": 8}
 SIZE = 96
 SPOT = (30, 60)  # (y, x) of the bright square in the 120 x 90 test image
 
@@ -31,22 +34,24 @@ def bright_spot_png(path: Path, spot: tuple[int, int] | None, shape: tuple[int, 
     return path
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=list(STRIDES))
+def ckpt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A MIL model whose instance classifier fires where the spot is, so its map has a known answer."""
     from xraylens.data.images import read_image
     from xraylens.data.preprocess import prepare
 
+    name, stride = request.param, STRIDES[request.param]
     folder = tmp_path_factory.mktemp("mil")
     torch.manual_seed(0)
-    model = create_model(NAME, pooling="topk").eval()
-    cfg = ModelConfig(name=NAME, pooling="topk")
+    model = create_model(name, pooling="topk").eval()
+    cfg = ModelConfig(name=name, pooling="topk")
     prep = preprocessing_for(cfg, SIZE)
     spot = prepare(read_image(bright_spot_png(folder / "spot.png", SPOT)), prep)[0]
     plain = prepare(read_image(bright_spot_png(folder / "plain.png", None)), prep)[0]
     with torch.no_grad():
-        f_spot, f_plain = model.features(torch.stack([spot, plain]))  # (K, 6, 6) each
-        cy, cx = int(SPOT[0] * 0.8) // 16, (int(SPOT[1] * 0.8) + 12) // 16  # letterbox: x0.8, 12 px pad left
+        f_spot, f_plain = model.features(torch.stack([spot, plain]))  # (K, 96 / stride, 96 / stride) each
+        assert f_spot.shape[-1] == SIZE // stride
+        cy, cx = int(SPOT[0] * 0.8) // stride, (int(SPOT[1] * 0.8) + 12) // stride  # letterbox: x0.8, 12 px pad
         direction = f_spot[:, cy, cx] - f_plain[:, cy, cx]
         direction /= direction.norm()
         on = float(direction @ f_spot[:, cy, cx])
@@ -75,7 +80,8 @@ def test_predict_and_explain_with_the_native_map(ckpt: Path, tmp_path: Path) -> 
     heat = with_spot.heatmap  # at the original size
     assert heat.shape == (120, 90)
     y, x = np.unravel_index(heat.argmax(), heat.shape)
-    assert abs(y - 30) <= 16 and abs(x - 60) <= 16  # within one stride-16 cell of the spot (before letterbox)
+    reach = STRIDES[predictor.card.architecture]  # one cell of the map, in the image's pixels (before letterbox)
+    assert abs(y - 30) <= reach and abs(x - 60) <= reach
 
 
 def test_onnx_export_matches_torch_and_serves(ckpt: Path, tmp_path: Path) -> None:
@@ -97,6 +103,6 @@ def test_onnx_export_matches_torch_and_serves(ckpt: Path, tmp_path: Path) -> Non
         response = client.post("/api/predict", files={"file": ("x.png", spot.read_bytes(), "image/png")})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model"]["architecture"] == NAME and body["explanation"]
+    assert body["model"]["architecture"] == torch_predictor.card.architecture and body["explanation"]
     heat = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["heatmap_png_base64"]))))
     assert heat.shape[:2] == (120, 90)

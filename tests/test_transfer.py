@@ -123,6 +123,22 @@ def test_mil_model_scores_its_hottest_locations() -> None:
         assert model.saliency(x).shape == (2, 16, 16)
 
 
+def test_the_stride8_model_reads_a_twice_finer_map_with_the_same_weights() -> None:
+    """Dilation instead of stride from blocks.3 on: same parameters, the stages before it unchanged."""
+    torch.manual_seed(0)
+    coarse = create_model("mil_efficientnet_lite0", pooling="topk").eval()
+    fine = create_model("mil_efficientnet_lite0_stride8", pooling="topk").eval()
+    fine.load_state_dict(coarse.state_dict())  # strict: the same tensors, names and shapes
+    x = torch.randn(2, 1, 128, 128)
+    with torch.no_grad():
+        assert coarse.features(x).shape == (2, 112, 8, 8) and fine.features(x).shape == (2, 112, 16, 16)
+        torch.testing.assert_close(fine.features(x, tail=2), coarse.features(x, tail=2))  # blocks 0-2: stride 8
+        assert fine.saliency(x).shape == (2, 16, 16)
+        torch.testing.assert_close(fine(x), fine.classify_features(fine.features(x)))
+    dilations = {m.dilation for m in fine.backbone.blocks[4].modules() if isinstance(m, torch.nn.Conv2d)}
+    assert (2, 2) in dilations
+
+
 # ---------------------------------------------------------------- training recipes
 
 

@@ -27,17 +27,24 @@ from xraylens.models.timm_nets import TF_MEAN, TF_STD, timm_backbone
 
 MIL_HIDDEN = 128  # instance classifier width: measured enough on frozen Lite0 features (README)
 
+def _lite0_mil() -> Architecture:
+    return Architecture("backbone.conv_stem", "head", "backbone.blocks.4", family="mil", classic_cam=False,
+                        native_map=True, mean=TF_MEAN, std=TF_STD, library_name="tf_efficientnet_lite0")
+
+
 MIL_ARCHITECTURES: dict[str, Architecture] = {
     # EfficientNet-Lite0 (ImageNet weights install offline) cut after blocks.4: 112 channels at stride 16
-    "mil_efficientnet_lite0": Architecture("backbone.conv_stem", "head", "backbone.blocks.4", family="mil",
-                                           classic_cam=False, native_map=True, mean=TF_MEAN, std=TF_STD,
-                                           library_name="tf_efficientnet_lite0"),
+    "mil_efficientnet_lite0": _lite0_mil(),
+    # the same weights with blocks.3's stride turned into dilation (DeepLab's atrous trick): stride 8, a
+    # 64 x 64 grid at 512 px, for boxes around findings a few pixels wide (4x the cells and feature memory)
+    "mil_efficientnet_lite0_stride8": _lite0_mil(),
 }
 _CUT = {"tf_efficientnet_lite0": 5}  # blocks kept: 0..4 (stride 16)
+FEATURE_STRIDE = {"mil_efficientnet_lite0": 16, "mil_efficientnet_lite0_stride8": 8}
 
 
 class SpatialMIL(nn.Module):
-    """(B, C, S, S) -> (B, 1) logit; ``saliency`` gives the (B, S/16, S/16) instance logits behind it."""
+    """(B, C, S, S) -> (B, 1) logit; ``saliency`` gives the (B, S/16, S/16) instance logits behind it (S/8 dilated)."""
 
     def __init__(self, backbone: nn.Module, channels: int, *, hidden: int = MIL_HIDDEN, dropout: float = 0.2,
                  pooling: str = "topk") -> None:
@@ -98,9 +105,15 @@ def instance_classifier(channels: int, hidden: int, dropout: float) -> nn.Sequen
     return head
 
 
-def stride16_backbone(library: str, *, pretrained: bool, weights_path: str | None) -> tuple[nn.Module, int]:
-    """The timm backbone (with its ImageNet weights, if asked) cut at stride 16, and its output channels."""
-    full = timm_backbone(library, pretrained=pretrained, weights_path=weights_path)
+def stride16_backbone(library: str, *, pretrained: bool, weights_path: str | None,
+                      stride: int = 16) -> tuple[nn.Module, int]:
+    """The timm backbone (with its ImageNet weights, if asked) cut at stride 16, and its output channels.
+
+    ``stride=8`` dilates the stride-16 stages instead of striding (same weights, a finer map).
+    """
+    if stride not in (8, 16):
+        raise ValueError(f"feature stride must be 8 or 16, got {stride}")
+    full = timm_backbone(library, pretrained=pretrained, weights_path=weights_path, output_stride=stride)
     kept = nn.Sequential(*list(full.blocks.children())[: _CUT[library]])
     convs = [m for m in kept.modules() if isinstance(m, nn.Conv2d)]
     return nn.Sequential(OrderedDict(conv_stem=full.conv_stem, bn1=full.bn1, blocks=kept)), convs[-1].out_channels
@@ -108,6 +121,7 @@ def stride16_backbone(library: str, *, pretrained: bool, weights_path: str | Non
 
 def build_mil(name: str, arch: Architecture, *, pretrained: bool, weights_path: str | None,
               dropout: float, pooling: str) -> nn.Module:
-    """The stride-16 backbone plus the MIL head."""
-    backbone, channels = stride16_backbone(arch.library_name, pretrained=pretrained, weights_path=weights_path)
+    """The stride-16 (or dilated stride-8) backbone plus the MIL head."""
+    backbone, channels = stride16_backbone(arch.library_name, pretrained=pretrained, weights_path=weights_path,
+                                           stride=FEATURE_STRIDE[name])
     return SpatialMIL(backbone, channels, dropout=dropout, pooling=pooling)
