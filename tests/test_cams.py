@@ -172,6 +172,33 @@ def test_native_saliency_is_the_mil_instance_map_scaled_to_the_input() -> None:
         iy, ix = np.unravel_index(inst.argmax(), inst.shape)
         hy, hx = np.unravel_index(heat.argmax(), heat.shape)
         assert (hy // 16, hx // 16) == (iy, ix)  # the map's peak lies in the hottest instance's cell
-        assert heat.max() == pytest.approx(1.0) and heat.min() < 0.05  # coldest cell ~0 (bilinear blurs it)
+        assert heat.max() == pytest.approx(1.0)
+        # each cell's value is its P(abnormal) over the hottest cell's (read at the cell centres)
+        relative = torch.sigmoid(torch.from_numpy(inst)) / torch.sigmoid(torch.from_numpy(inst)).max()
+        np.testing.assert_allclose(heat[8::16, 8::16], relative.numpy(), atol=0.05)
     normal = compute_cams(model, name, x, method="saliency", target="normal")
     assert np.abs(normal - maps).mean() > 0.05  # the normal target reads the map with the opposite sign
+
+
+def test_the_native_map_is_relative_probability_so_half_the_peak_is_the_finding_not_the_bone() -> None:
+    """Padding at -40, bone at -2, a finding at +4: min-max of the logits put the bone at 0.86 of the
+    range, above any half-peak cut; as probabilities the bone is 0.12 of the finding and drops out."""
+    logits = torch.full((1, 4, 4), -2.0)
+    logits[0, :, 0] = -40.0  # letterbox padding
+    logits[0, 2, 2] = 4.0  # the finding
+    heat = cams.instance_probability_map(logits, (4, 4))[0]
+    assert heat[2, 2] == pytest.approx(1.0)
+    assert heat[0, 1] == pytest.approx(float(torch.sigmoid(torch.tensor(-2.0)) / torch.sigmoid(torch.tensor(4.0))),
+                                       rel=1e-5)
+    assert heat[0, 0] < 1e-15
+    assert (heat >= 0.5).sum() == 1
+    minmax = (logits - logits.min()) / (logits.max() - logits.min())
+    assert (minmax >= 0.5).sum() == 12  # what the old map cut: the finding and every cell of bone
+
+
+def test_the_native_map_of_very_negative_logits_is_not_flat() -> None:
+    """A normal film far from any finding: float32 sigmoid(-150) underflows to 0, log space does not."""
+    logits = torch.full((1, 3, 3), -200.0)
+    logits[0, 1, 1] = -150.0
+    heat = cams.instance_probability_map(logits, (3, 3))[0]
+    assert heat[1, 1] == 1.0 and heat[0, 0] < 1e-15 and np.isfinite(heat).all()

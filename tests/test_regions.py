@@ -65,6 +65,15 @@ def test_small_components_are_dropped_and_max_boxes_caps() -> None:
     assert len(find_boxes(heat, max_boxes=1)) == 1
 
 
+def test_the_peak_survives_the_size_filter_that_drops_small_secondary_blobs() -> None:
+    """A hairline finding is a small sharp peak: the filter meant for specks must not erase it."""
+    heat = np.zeros((100, 120), np.float32)
+    heat[60:90, 80:110] = 0.7  # a broad warm region
+    heat[20:23, 30:34] = 1.0  # the peak: 12 px, 0.1 % of the map
+    heat[5:7, 100:102] = 0.6  # a speck that is not the peak
+    boxes = find_boxes(heat, min_area_fraction=0.002)
+    assert [b.xyxy() for b in boxes] == [(30.0, 20.0, 34.0, 23.0), (80.0, 60.0, 110.0, 90.0)]
+
 def test_overlapping_boxes_are_merged_into_their_union() -> None:
     heat = np.zeros((60, 60), np.float32)
     heat[10:30, 10:12] = 1.0  # an L whose arms do not touch the third blob...

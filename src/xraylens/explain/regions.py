@@ -129,7 +129,10 @@ def find_boxes(
     """Boxes around the connected regions above the threshold, best score first.
 
     Components (8-connected) smaller than ``min_area_fraction`` of the map are
-    dropped. Overlapping boxes (IoU above ``nms_iou``, or one inside another)
+    dropped, except the one that holds the map's maximum: a sharp peak over a
+    hairline fracture is the finding, not noise (a 25 x 24 px fracture box is
+    0.3 % of a 512 px film, and the size filter alone left HiResCAM with 0.4
+    boxes per image on realistic synthetic films). Overlapping boxes (IoU above ``nms_iou``, or one inside another)
     are merged into their union with the higher score: two blobs whose boxes
     overlap that much are one region to a reader. A flat or all-zero map has
     no boxes.
@@ -145,12 +148,13 @@ def find_boxes(
     if not mask.any():  # percentile/otsu at the maximum: keep the peak itself
         mask = heat >= heat.max()
     labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    peak_label = int(labels.flat[int(np.argmax(np.where(mask, heat, -np.inf)))])
     candidates: list[tuple[float, list[float]]] = []
     for index, slices in enumerate(ndimage.find_objects(labels), start=1):
         if slices is None:
             continue
         component = labels[slices] == index
-        if component.sum() < min_area_fraction * h * w:
+        if index != peak_label and component.sum() < min_area_fraction * h * w:
             continue
         values = heat[slices][component]
         score = float(values.max() * values.mean())
