@@ -29,7 +29,7 @@ from xraylens.metrics import evaluation_metrics, to_jsonable
 INJECTED = "<script>alert('x')</script>"
 FIGURES = ("run/training_history.png", "eval/sample_predictions.png", "eval/roc.png", "eval/confusion.png",
            "eval/reliability.png", "explain_eval/methods_grid.png", "explain_eval/pointing_game.png",
-           "explain_eval/sanity.png")
+           "explain_eval/box_accuracy.png", "explain_eval/sanity.png")
 STUDY_FIGURES = ("heatmaps/studies/valid_XR_WRIST_patient00009_study1.png",
                  "heatmaps/studies/valid_XR_HAND_patient00003_study1.png")  # the second sorts first
 

@@ -115,9 +115,15 @@ def test_explain_eval_writes_report_and_figures(tiny_mura, tmp_path: Path, check
     assert 0 < gradcam["all"]["pointing_chance"] < 1
     assert set(result["faithfulness"]) == {"gradcam", "eigencam", "random order"}
     assert result["sanity"]["eigencam"]["head_insensitive"]
+    for method in ("gradcam", "eigencam"):  # the sweep at the boxes' own cut (fraction 0.5) is the top-box score
+        sweep = result["localization"][method]["all"]["box_sweep"]
+        assert sweep["thresholds"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+        assert sweep["accuracy"][4] == result["localization"][method]["all"]["hit_iou_0.3_top_box"]
+        assert sweep["max_accuracy"] == max(sweep["accuracy"])
     report = (out / "report.md").read_text()
     assert "| gradcam |" in report and "| eigencam |" in report and "chance" in report and "## Sanity" in report
-    for figure in ("methods_grid.png", "pointing_game.png", "sanity.png"):
+    assert "## Where to cut the boxes" in report and "MaxBoxAcc" in report
+    for figure in ("methods_grid.png", "pointing_game.png", "box_accuracy.png", "sanity.png"):
         assert (out / figure).stat().st_size > 0
 
 

@@ -18,16 +18,19 @@ from xraylens.explain.scores import (
     TrueBox,
     area_fraction,
     best_iou,
+    box_accuracy_curve,
     box_mask,
     cascading_randomisation,
     deletion_insertion,
     energy_inside,
     localization_scores,
+    matched_boxes,
     pointing_hit,
     randomisation_blocks,
     rank_correlation,
     ssim,
     summarize_localization,
+    top_box_hits,
     top_iou,
     wilson_interval,
 )
@@ -71,14 +74,43 @@ def test_localization_summary_and_wilson_interval() -> None:
     truth = [TrueBox(2, 2, 6, 6)]
     hit = localization_scores(heat, truth, find_boxes(heat))
     miss = localization_scores(heat, [TrueBox(14, 14, 18, 18)], find_boxes(heat))
-    assert hit == {"pointing_hit": 1.0, "chance": 0.04, "energy_inside": 1.0, "iou_best": 1.0, "iou_top": 1.0}
+    assert hit == {"pointing_hit": 1.0, "chance": 0.04, "energy_inside": 1.0, "iou_best": 1.0, "iou_top": 1.0,
+                   "n_boxes": 1.0, "boxes_matched_0.3": 1.0}
+    assert miss["n_boxes"] == 1.0 and miss["boxes_matched_0.3"] == 0.0
     summary = summarize_localization([hit, miss, hit, hit])
     assert summary["n"] == 4 and summary["pointing_game"] == 0.75 and summary["pointing_chance"] == pytest.approx(0.04)
     assert summary["hit_iou_0.5"] == 0.75 and summary["mean_iou"] == pytest.approx(0.75)
+    assert summary["hit_iou_0.3_top_box"] == 0.75 and summary["box_precision_0.3"] == 0.75
+    assert summary["boxes_per_image"] == 1.0
     low, high = summary["pointing_game_ci95"]
     assert low < 0.75 < high
     assert wilson_interval(0, 10)[0] == 0.0 and 0 < wilson_interval(0, 10)[1] < 0.35
     assert summarize_localization([]) == {"n": 0}
+
+
+def test_found_boxes_precision_counts_every_box_a_method_draws() -> None:
+    truth = [TrueBox(0, 0, 10, 10)]
+    right, wrong = Box(0, 0, 10, 8, 0.9, 0.0, "upper-left"), Box(40, 40, 50, 50, 0.5, 0.0, "centre")
+    assert matched_boxes([right, wrong, wrong], truth, 0.3) == 1
+    rows = [localization_scores(np.eye(60), truth, [right, wrong, wrong]), localization_scores(np.eye(60), truth, [])]
+    summary = summarize_localization(rows)
+    assert summary["box_precision_0.3"] == pytest.approx(1 / 3) and summary["boxes_per_image"] == 1.5
+    assert summary["hit_iou_0.3"] == 0.5  # the best box of the first image is right; the second has none
+
+
+def test_top_box_accuracy_sweep_finds_the_threshold_that_cuts_the_finding_out_of_its_halo() -> None:
+    """A 6 x 6 finding (peak 1) inside a 30 x 30 halo at 0.5: cuts at or below 0.5 box the halo (IoU 0.04),
+    cuts above it box the finding (IoU 1)."""
+    heat = np.zeros((60, 60), np.float32)
+    heat[10:40, 10:40] = 0.5
+    heat[20:26, 20:26] = 1.0
+    truths = {"all": [TrueBox(20, 20, 26, 26, "fracture")], "elsewhere": [TrueBox(50, 50, 56, 56, "lesion")]}
+    hits = top_box_hits(heat, truths, thresholds=(0.3, 0.5, 0.7, 0.9))
+    assert hits["all"].tolist() == [False, False, True, True] and not hits["elsewhere"].any()
+    curve = box_accuracy_curve(np.array([hits["all"], hits["elsewhere"]]), thresholds=(0.3, 0.5, 0.7, 0.9))
+    assert curve["accuracy"] == [0.0, 0.0, 0.5, 0.5]
+    assert curve["max_accuracy"] == 0.5 and curve["best_threshold"] == 0.7
+    assert box_accuracy_curve(np.zeros((0, 4)), thresholds=(0.3, 0.5, 0.7, 0.9))["best_threshold"] is None
 
 
 def test_similarity_measures() -> None:

@@ -265,6 +265,10 @@ def _localisation_section(files: _Files, loc: dict[str, Any] | None) -> Section:
         files.figure("explain_eval/pointing_game.png", "Pointing game",
                      "Pointing game per method with its 95% interval, next to chance: only a method clearly "
                      "above its chance mark finds the findings."),
+        files.figure("explain_eval/box_accuracy.png", "Where to cut the boxes",
+                     "The share of images whose top box overlaps a true box (IoU at least 0.3), for each "
+                     "threshold the map is cut at; the star marks each method's best. It is chosen on these "
+                     "images, so it is an upper bound: pick a threshold on another split."),
         files.figure("explain_eval/sanity.png", "Sanity check",
                      "How similar each method's maps stay as the network is randomised from the "
                      "head down. Maps that do not change explain the image, not the model."),

@@ -44,12 +44,17 @@ the synthetic dataset's boxes.csv (found next to MURA-v1.1), or --boxes
 (path,x0,y0,x1,y1,kind; paths as the index names them, original pixels). Per
 method and per finding kind: pointing game (with its chance level), IoU of the
 predicted boxes, heat inside the boxes, COCO AP50 and AP50:95 of the boxes cut
-from the maps; deletion and insertion AUC on a subsample; a cascading
-model-randomisation sanity check. The split is rebuilt with the checkpoint's
-data settings.
+from the maps; top-box accuracy at thresholds 0.1-0.9 of the map's peak
+(MaxBoxAcc, the best of them: an upper bound on these images); deletion and
+insertion AUC on a subsample; a cascading model-randomisation sanity check.
+The split is rebuilt with the checkpoint's data settings.
+
+To choose where explain cuts its boxes, run this on --split train, read the
+best threshold of your method in report.md, and pass it to
+`xraylens explain --threshold`.
 
 Writes into OUT: localization.json, report.md, methods_grid.png,
-pointing_game.png, sanity.png, coco/ground_truth.json and
+pointing_game.png, box_accuracy.png, sanity.png, coco/ground_truth.json and
 coco/detections_<method>.json (COCO results: image_id, category_id,
 bbox [x, y, w, h], score) to score the boxes with other tools.
 

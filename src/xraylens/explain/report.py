@@ -34,10 +34,12 @@ from xraylens.explain.cams import METHODS, check_method, compute_cams, methods_f
 from xraylens.explain.detection import ap_by_kind, write_coco_files
 from xraylens.explain.regions import Box, find_boxes
 from xraylens.explain.scores import (
+    box_accuracy_curve,
     cascading_randomisation,
     deletion_insertion,
     localization_scores,
     summarize_localization,
+    top_box_hits,
 )
 from xraylens.models import LoadedModel, architecture, target_layer
 
@@ -46,7 +48,8 @@ log = logging.getLogger(__name__)
 # Score-CAM needs one forward pass per feature channel per image (1,280 for MobileNetV2): opt in.
 DEFAULT_EVAL_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "scorecam")
 # What _write puts in ``out``: what ``--overwrite`` clears before a new report.
-REPORT_FILES = ("localization.json", "report.md", "methods_grid.png", "pointing_game.png", "sanity.png", "coco")
+REPORT_FILES = ("localization.json", "report.md", "methods_grid.png", "pointing_game.png", "box_accuracy.png",
+                "sanity.png", "coco")
 
 
 class ExplainEvalError(ValueError):
@@ -164,19 +167,24 @@ def _localise(maps: np.ndarray, images: _Images, called: np.ndarray, kinds: list
               settings: EvalSettings) -> tuple[dict[str, Any], list[list[Box]], list[np.ndarray]]:
     """Per-kind localisation summaries (with AP) of one method's maps, its boxes per image, the grid's maps."""
     per_kind: dict[str, list[dict[str, float]]] = {"all": [], "true_positives": [], **{k: [] for k in kinds}}
+    sweep: dict[str, list[np.ndarray]] = {k: [] for k in per_kind}  # top-box hits per threshold
     predicted: list[list[Box]] = []
     grid_maps = []
     for i, (heat, lb, boxes) in enumerate(zip(maps, images.geometry, images.truth, strict=True)):
         heat_orig = np.clip(lb.to_original(heat), 0.0, 1.0)  # scored in original pixels, padding cropped
         predicted.append(find_boxes(heat_orig, mode=settings.threshold_mode, threshold=settings.threshold))
-        per_kind["all"].append(localization_scores(heat_orig, boxes, predicted[-1]))
-        if called[i]:
-            per_kind["true_positives"].append(per_kind["all"][-1])
-        for kind in {b.kind for b in boxes}:
-            per_kind[kind].append(localization_scores(heat_orig, [b for b in boxes if b.kind == kind], predicted[-1]))
+        truths = {"all": boxes, **({"true_positives": boxes} if called[i] else {}),
+                  **{kind: [b for b in boxes if b.kind == kind] for kind in {b.kind for b in boxes}}}
+        for key, kind_boxes in truths.items():
+            scores = per_kind["all"][-1] if key == "true_positives" else localization_scores(
+                heat_orig, kind_boxes, predicted[-1])
+            per_kind[key].append(scores)
+        for key, hits in top_box_hits(heat_orig, truths).items():
+            sweep[key].append(hits)
         if i < len(images.previews):
             grid_maps.append(heat_orig)
-    summaries = {k: summarize_localization(v) for k, v in per_kind.items()}
+    summaries = {k: {**summarize_localization(v), "box_sweep": box_accuracy_curve(np.array(sweep[k]))}
+                 for k, v in per_kind.items()}
     ap = ap_by_kind(predicted, images.truth, kinds)
     tp = np.flatnonzero(called)
     ap["true_positives"] = ap_by_kind([predicted[i] for i in tp], [images.truth[i] for i in tp], [])["all"]
@@ -288,7 +296,7 @@ def _write(out: Path, results: dict[str, Any], images: _Images, grid_maps: dict[
            predicted: dict[str, list[list[Box]]]) -> dict[str, str]:
     """Every report file; returns the COCO files written (name -> path relative to ``out``)."""
     from xraylens.atomic import atomic_write_json, atomic_write_text
-    from xraylens.plots.heatmaps import plot_methods_grid, plot_pointing_game, plot_sanity
+    from xraylens.plots.heatmaps import plot_box_accuracy, plot_methods_grid, plot_pointing_game, plot_sanity
 
     out.mkdir(parents=True, exist_ok=True)
     coco = write_coco_files(out, list(images.rows["path"]), [(lb.orig_h, lb.orig_w) for lb in images.geometry],
@@ -301,6 +309,8 @@ def _write(out: Path, results: dict[str, Any], images: _Images, grid_maps: dict[
         plot_methods_grid(images.previews, grid_maps, images.truth[:shown], out / "methods_grid.png",
                           predicted={m: boxes[:shown] for m, boxes in predicted.items()}, captions=captions)
     plot_pointing_game({m: s["all"] for m, s in results["localization"].items()}, out / "pointing_game.png")
+    plot_box_accuracy({m: s["all"]["box_sweep"] for m, s in results["localization"].items()},
+                      out / "box_accuracy.png")
     if results["sanity"]:
         plot_sanity(results["sanity"], out / "sanity.png")
     return coco
@@ -335,11 +345,33 @@ def localization_row(method: str, s: dict[str, Any]) -> list[str]:
     lo, hi = s["pointing_game_ci95"]
     return [method, str(s["n"]), f"{_pct(s['pointing_game'])} [{_pct(lo)}, {_pct(hi)}]", _pct(s["pointing_chance"]),
             _pct(s["energy_inside"]), _pct(s["energy_chance"]), _num(s["mean_iou"]), _pct(s["hit_iou_0.3"]),
-            _pct(s["hit_iou_0.5"]), _num(s["iou_whole_image_baseline"]), _num(s.get("ap50")), _num(s.get("ap50_95"))]
+            _pct(s["hit_iou_0.5"]), _pct(s.get("hit_iou_0.3_top_box")), _pct(s.get("box_precision_0.3")),
+            _num(s.get("boxes_per_image")), _num(s["iou_whole_image_baseline"]), _num(s.get("ap50")),
+            _num(s.get("ap50_95"))]
 
 
 LOC_HEADER = ("method", "n", "pointing game [95% CI]", "chance", "energy in boxes", "chance", "mean IoU",
-              "IoU≥0.3", "IoU≥0.5", "IoU whole-image box", "AP50", "AP50:95")
+              "IoU≥0.3", "IoU≥0.5", "top box IoU≥0.3", "found boxes IoU≥0.3", "boxes / image",
+              "IoU whole-image box", "AP50", "AP50:95")
+
+
+def _sweep_section(loc: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """Top-box accuracy (IoU >= 0.3) per fraction threshold, per method: where the boxes are cut matters."""
+    curves = {m: by_kind["all"].get("box_sweep") for m, by_kind in loc.items()}
+    curves = {m: c for m, c in curves.items() if c and c["accuracy"]}
+    if not curves:
+        return []
+    thresholds = next(iter(curves.values()))["thresholds"]
+    rows = [[m, *[_pct(a) for a in c["accuracy"]], f"{_pct(c['max_accuracy'])} at {c['best_threshold']:g}"]
+            for m, c in curves.items()]
+    used = (f"{settings.get('threshold_mode', 'fraction')} {settings.get('threshold', 0.5):g}")
+    return ["## Where to cut the boxes: top-box accuracy by threshold", "",
+            "Share of images whose highest-scoring box reaches IoU ≥ 0.3 with a true box, when the map is cut at "
+            "each fraction of its peak (boxes above were cut at " + used + "). The best column is MaxBoxAcc "
+            "(Choe et al., CVPR 2020): chosen on these same images, it is an upper bound. To use a threshold, "
+            "pick it on another split (`explain-eval --split train`) and pass it to "
+            "`xraylens explain --threshold`.", "",
+            _table(["method", *[f"{t:g}" for t in thresholds], "best"], rows), ""]
 
 
 def render_report(results: dict[str, Any]) -> str:
@@ -372,6 +404,7 @@ def render_report(results: dict[str, Any]) -> str:
                      _num(s.get("ap50")), _num(s.get("ap50_95")), _num(f.get("deletion_auc")), _num(f.get("insertion_auc")), verdict,
                      f"{results['seconds_per_image'][method]:.3f}"])
     parts += [_table(header, rows), ""]
+    parts += _sweep_section(loc, results["settings"])
     if "random order" in faith:
         r = faith["random order"]
         parts += [f"Random pixel order (faithfulness baseline): deletion AUC {_num(r['deletion_auc'])}, insertion AUC "
@@ -407,6 +440,9 @@ _HOW_TO_READ = """## How to read this
   column.
 - **Mean IoU / IoU≥t**: the best-matching predicted box (thresholded map, connected components) against the
   true boxes. "IoU whole-image box" is the IoU of predicting the entire image: beat it.
+- **Top box IoU≥0.3**: the same for the highest-scoring box only, the one a reader looks at first.
+  **Found boxes IoU≥0.3**: of all the boxes cut from the maps, the share that overlap a true box (of that
+  kind, per kind) at IoU ≥ 0.3; with **boxes / image** it says whether a method wins by drawing many boxes.
 - **AP50 / AP50:95**: COCO average precision of those boxes, ranked by their score (peak x mean heat), at
   IoU 0.5 and averaged over IoU 0.5-0.95 (torchmetrics on pycocotools). Class-agnostic: overall, every true
   box is one class; per kind, that kind's boxes on the images that show it. Only images with true boxes are

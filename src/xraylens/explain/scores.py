@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,6 +79,11 @@ def top_iou(predicted: Sequence[Box], truth: Sequence[TrueBox]) -> float:
     return best_iou(predicted[:1], truth)
 
 
+def matched_boxes(predicted: Sequence[Box], truth: Sequence[TrueBox], iou: float = 0.3) -> int:
+    """How many predicted boxes overlap some true box at IoU >= ``iou`` (the found boxes that are right)."""
+    return sum(any(box_iou(p.xyxy(), t.xyxy()) >= iou for t in truth) for p in predicted)
+
+
 def localization_scores(heatmap: np.ndarray, truth: Sequence[TrueBox], predicted: Sequence[Box]) -> dict[str, float]:
     """Every localisation score of one map against one image's true boxes (same pixel grid)."""
     return {
@@ -86,7 +92,46 @@ def localization_scores(heatmap: np.ndarray, truth: Sequence[TrueBox], predicted
         "energy_inside": energy_inside(heatmap, truth),
         "iou_best": best_iou(predicted, truth),
         "iou_top": top_iou(predicted, truth),
+        "n_boxes": float(len(predicted)),
+        "boxes_matched_0.3": float(matched_boxes(predicted, truth, 0.3)),
     }
+
+
+BOX_THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def top_box_hits(heatmap: np.ndarray, truths: Mapping[str, Sequence[TrueBox]],
+                 thresholds: Sequence[float] = BOX_THRESHOLDS, iou: float = 0.3) -> dict[str, np.ndarray]:
+    """For each set of true boxes (e.g. all of them, one kind's): does the top box cut at each
+    ``fraction`` threshold reach IoU >= ``iou``? One ``find_boxes`` per threshold, shared by the sets."""
+    from xraylens.explain.regions import find_boxes
+
+    hits = {key: np.zeros(len(thresholds), bool) for key in truths}
+    for j, threshold in enumerate(thresholds):
+        found = find_boxes(heatmap, mode="fraction", threshold=threshold)
+        for key, boxes in truths.items():
+            hits[key][j] = top_iou(found, boxes) >= iou
+    return hits
+
+
+def box_accuracy_curve(hits: np.ndarray, thresholds: Sequence[float] = BOX_THRESHOLDS,
+                       iou: float = 0.3) -> dict[str, Any]:
+    """Top-box accuracy per threshold from (images, thresholds) hits, its maximum and where it is.
+
+    Choe et al. (CVPR 2020, "Evaluating weakly supervised object localization
+    methods right") show that WSOL rankings flip with the CAM threshold and
+    report MaxBoxAcc, the accuracy at the best one. The maximum is chosen on
+    the images scored, so it is an upper bound for them; a threshold for use
+    (``explain --threshold``) should be picked on another split.
+    """
+    hits = np.asarray(hits, dtype=np.float64).reshape(-1, len(thresholds))
+    if len(hits) == 0:
+        return {"thresholds": list(thresholds), "accuracy": [], "max_accuracy": float("nan"),
+                "best_threshold": None, "iou": iou}
+    accuracy = hits.mean(0)
+    best = int(np.argmax(accuracy))  # the lowest threshold among ties
+    return {"thresholds": [float(t) for t in thresholds], "accuracy": accuracy.round(4).tolist(),
+            "max_accuracy": float(accuracy[best]), "best_threshold": float(thresholds[best]), "iou": iou}
 
 
 def wilson_interval(hits: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -118,6 +163,11 @@ def summarize_localization(rows: Sequence[dict[str, float]]) -> dict[str, float]
         "hit_iou_0.3": float((col["iou_best"] >= 0.3).mean()),
         "hit_iou_0.5": float((col["iou_best"] >= 0.5).mean()),
         "mean_iou_top_box": float(col["iou_top"].mean()),
+        "hit_iou_0.3_top_box": float((col["iou_top"] >= 0.3).mean()),
+        "boxes_per_image": float(col["n_boxes"].mean()),
+        # The found boxes that are right: predicted boxes at IoU >= 0.3 with a true box, over all predicted boxes.
+        "box_precision_0.3": (float(col["boxes_matched_0.3"].sum() / col["n_boxes"].sum())
+                              if col["n_boxes"].sum() else float("nan")),
         # Predicting the whole image as one box scores IoU = the box area fraction.
         "iou_whole_image_baseline": float(col["chance"].mean()),
     }

@@ -212,6 +212,24 @@ def plot_pointing_game(summary: Mapping[str, Mapping[str, Any]], path: str | Pat
     return save_figure(fig, path)
 
 
+def plot_box_accuracy(curves: Mapping[str, Mapping[str, Any]], path: str | Path,
+                      title: str = "Top-box accuracy (IoU ≥ 0.3) by where the map is cut") -> Path:
+    """One line per method: the share of images whose top box is right, against the fraction threshold."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for method, curve in curves.items():
+        if curve.get("accuracy"):
+            line, = ax.plot(curve["thresholds"], curve["accuracy"], marker="o", label=method)
+            ax.plot([curve["best_threshold"]], [curve["max_accuracy"]], marker="*", markersize=12,
+                    color=line.get_color())
+    ax.set_xlabel("threshold (fraction of the map's peak)")
+    ax.set_ylabel("images with top box IoU ≥ 0.3")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 def plot_sanity(results: Mapping[str, Mapping[str, Any]], path: str | Path) -> Path:
     """Mean Spearman correlation with the original map as layers are randomised from the top."""
     plt = pyplot()
