@@ -297,3 +297,27 @@ def test_is_finished_recognises_exactly_the_dataset_generate_would_write(synth: 
     assert not is_finished(synth.root, **same, findings=("hardware",))
     assert not is_finished(synth.root, **same, difficulty="easy")
     assert not is_finished(tmp_path / "nothing", **same)
+
+
+def test_easy_lesions_are_larger_deeper_and_still_focal() -> None:
+    """Generator 1.1 drew every easy lesion wider than its bone (a uniformly pale shaft, no edge to see);
+    from 1.2 an easy lesion is the realistic one made larger and deeper, but it keeps a margin."""
+    from xraylens.data.synthetic.findings import (
+        EASY_LESION_ACROSS,
+        EASY_LESION_ALONG,
+        Lesion,
+        make_obvious,
+        sample_findings,
+    )
+
+    pairs = []
+    for seed in range(300):
+        for f in sample_findings(np.random.default_rng(seed), "XR_HUMERUS", 2, kinds=("lesion",)):
+            if isinstance(f, Lesion):
+                pairs.append((f, make_obvious(f)))
+    assert len(pairs) > 200
+    for real, easy in pairs:
+        assert easy.along >= real.along and easy.across >= real.across and easy.depth >= 0.93
+        assert easy.along <= max(real.along, EASY_LESION_ALONG) and easy.across <= max(real.across, EASY_LESION_ACROSS)
+        assert easy.across < 1.0  # inside the bone's outline: the lesion has an edge across the shaft
+    assert np.mean([e.along > r.along for r, e in pairs]) > 0.9

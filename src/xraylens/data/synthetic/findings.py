@@ -156,6 +156,12 @@ def _towards(x: float, lo: float, hi: float, target: float) -> float:
     return target + (1.0 - target) * 0.8 * float(np.clip((x - lo) / (hi - lo), 0.0, 1.0))
 
 
+# The largest easy lytic lesion, in radii of its bone: semi-axis along the shaft, and across it (the
+# medullary canal ends at about 0.7-0.8 of the radius, so a lesion this wide just reaches the cortex).
+EASY_LESION_ALONG = 2.4
+EASY_LESION_ACROSS = 0.8
+
+
 def make_obvious(f: Finding) -> Finding:
     """The same finding, made obvious: only magnitudes change, so no new random numbers are drawn.
 
@@ -163,7 +169,12 @@ def make_obvious(f: Finding) -> Finding:
       along the same line), 10x wider (10-25 px at 512, still 2.5-6 px after
       a letterbox to 128), 90-98% deep, and displaced by 0.8-1.0 of the bone's
       radius with clear angulation, so a cortical step shows in every view;
-    * lytic lesions: 3x larger, 93-99% deep, marked cortical thinning;
+    * lytic lesions: 1.5x longer and 1.15x wider, but focal (at most 2.4 radii
+      along the bone and 0.8 of the radius across, so a margin shows on every
+      side), 93-99% deep, marked cortical thinning. Generator 1.1 made them 3x
+      larger: every easy lesion was then wider than the bone itself, and the
+      longest ran along most of the shaft, a uniformly paler bone with no edge
+      to see (generator 1.2);
     * hardware: 1.6x thicker, plates and screw rows 1.3x longer.
 
     Still hard for a network trained from random weights: on 800 patients for
@@ -195,8 +206,8 @@ def make_obvious(f: Finding) -> Finding:
     if isinstance(f, Lesion):
         return dataclasses.replace(
             f,
-            along=f.along * 3.0,
-            across=f.across * 3.0,
+            along=max(f.along, min(f.along * 1.5, EASY_LESION_ALONG)),  # never smaller than realistic
+            across=max(f.across, min(f.across * 1.15, EASY_LESION_ACROSS)),
             depth=_towards(f.depth, 0.6, 0.95, 0.93),
             thin=max(f.thin, 0.6),
         )

@@ -32,7 +32,8 @@ from xraylens.data.synthetic.plan import MURA_DIR, StudyPlan, make_plan
 from xraylens.data.synthetic.render import render_study
 
 GENERATOR = "xraylens.synthetic"
-GENERATOR_VERSION = "1.1"  # 1.1: more conspicuous `easy` findings (realistic unchanged)
+# 1.1: more conspicuous `easy` findings; 1.2: `easy` lesions focal, not wider than the bone (realistic unchanged)
+GENERATOR_VERSION = "1.2"
 _PENDING = ".synth_pending.json"  # written first: marks OUT as ours while a run is in progress
 # What a macOS "._*" AppleDouble file starts with; a few bytes, not a PNG.
 _APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \x00\x02"
