@@ -73,6 +73,7 @@ def test_the_peak_survives_the_size_filter_that_drops_small_secondary_blobs() ->
     heat[5:7, 100:102] = 0.6  # a speck that is not the peak
     boxes = find_boxes(heat, min_area_fraction=0.002)
     assert [b.xyxy() for b in boxes] == [(30.0, 20.0, 34.0, 23.0), (80.0, 60.0, 110.0, 90.0)]
+    assert [b.xyxy() for b in find_boxes(heat, keep_peak=False)] == [(80.0, 60.0, 110.0, 90.0)]
 
 def test_overlapping_boxes_are_merged_into_their_union() -> None:
     heat = np.zeros((60, 60), np.float32)

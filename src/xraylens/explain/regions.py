@@ -125,6 +125,7 @@ def find_boxes(
     min_area_fraction: float = 0.002,
     nms_iou: float = 0.3,
     max_boxes: int = 5,
+    keep_peak: bool = True,
 ) -> list[Box]:
     """Boxes around the connected regions above the threshold, best score first.
 
@@ -132,7 +133,8 @@ def find_boxes(
     dropped, except the one that holds the map's maximum: a sharp peak over a
     hairline fracture is the finding, not noise (a 25 x 24 px fracture box is
     0.3 % of a 512 px film, and the size filter alone left HiResCAM with 0.4
-    boxes per image on realistic synthetic films). Overlapping boxes (IoU above ``nms_iou``, or one inside another)
+    boxes per image on realistic synthetic films; ``keep_peak=False`` filters
+    it like the rest, as before 2026-12-03). Overlapping boxes (IoU above ``nms_iou``, or one inside another)
     are merged into their union with the higher score: two blobs whose boxes
     overlap that much are one region to a reader. A flat or all-zero map has
     no boxes.
@@ -154,7 +156,7 @@ def find_boxes(
         if slices is None:
             continue
         component = labels[slices] == index
-        if index != peak_label and component.sum() < min_area_fraction * h * w:
+        if (index != peak_label or not keep_peak) and component.sum() < min_area_fraction * h * w:
             continue
         values = heat[slices][component]
         score = float(values.max() * values.mean())
