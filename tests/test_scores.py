@@ -96,6 +96,8 @@ def test_found_boxes_precision_counts_every_box_a_method_draws() -> None:
     summary = summarize_localization(rows)
     assert summary["box_precision_0.3"] == pytest.approx(1 / 3) and summary["boxes_per_image"] == 1.5
     assert summary["hit_iou_0.3"] == 0.5  # the best box of the first image is right; the second has none
+    # a method that draws no box at all has no precision; JSON-safe, so the report can still be written
+    assert summarize_localization(rows[1:])["box_precision_0.3"] is None
 
 
 def test_top_box_accuracy_sweep_finds_the_threshold_that_cuts_the_finding_out_of_its_halo() -> None:
@@ -110,7 +112,8 @@ def test_top_box_accuracy_sweep_finds_the_threshold_that_cuts_the_finding_out_of
     curve = box_accuracy_curve(np.array([hits["all"], hits["elsewhere"]]), thresholds=(0.3, 0.5, 0.7, 0.9))
     assert curve["accuracy"] == [0.0, 0.0, 0.5, 0.5]
     assert curve["max_accuracy"] == 0.5 and curve["best_threshold"] == 0.7
-    assert box_accuracy_curve(np.zeros((0, 4)), thresholds=(0.3, 0.5, 0.7, 0.9))["best_threshold"] is None
+    empty = box_accuracy_curve(np.zeros((0, 4)), thresholds=(0.3, 0.5, 0.7, 0.9))
+    assert empty["best_threshold"] is None and empty["max_accuracy"] is None
 
 
 def test_similarity_measures() -> None:

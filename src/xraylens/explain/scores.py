@@ -126,7 +126,7 @@ def box_accuracy_curve(hits: np.ndarray, thresholds: Sequence[float] = BOX_THRES
     """
     hits = np.asarray(hits, dtype=np.float64).reshape(-1, len(thresholds))
     if len(hits) == 0:
-        return {"thresholds": list(thresholds), "accuracy": [], "max_accuracy": float("nan"),
+        return {"thresholds": list(thresholds), "accuracy": [], "max_accuracy": None,
                 "best_threshold": None, "iou": iou}
     accuracy = hits.mean(0)
     best = int(np.argmax(accuracy))  # the lowest threshold among ties
@@ -144,7 +144,7 @@ def wilson_interval(hits: float, n: int, z: float = 1.96) -> tuple[float, float]
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def summarize_localization(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+def summarize_localization(rows: Sequence[dict[str, float]]) -> dict[str, float | None]:
     """Means over images, hit rates at IoU >= 0.3 / 0.5, a CI for the pointing game, and the chance levels."""
     n = len(rows)
     if n == 0:
@@ -167,7 +167,7 @@ def summarize_localization(rows: Sequence[dict[str, float]]) -> dict[str, float]
         "boxes_per_image": float(col["n_boxes"].mean()),
         # The found boxes that are right: predicted boxes at IoU >= 0.3 with a true box, over all predicted boxes.
         "box_precision_0.3": (float(col["boxes_matched_0.3"].sum() / col["n_boxes"].sum())
-                              if col["n_boxes"].sum() else float("nan")),
+                              if col["n_boxes"].sum() else None),  # no box drawn: undefined (JSON null)
         # Predicting the whole image as one box scores IoU = the box area fraction.
         "iou_whole_image_baseline": float(col["chance"].mean()),
     }
