@@ -5,7 +5,7 @@ native resolution + a small trainable MIL head, swept quickly in plain torch (no
 
 DATA is a synthetic dataset (`xraylens data synth`, it needs boxes.csv), SIZE the letterbox side,
 LAYER where the backbone is cut (b4 = blocks.4, stride 16, what mil_efficientnet_lite0 uses; b5, b6 or
-head for stride 32), POOLS a comma list of topk,lse,max,avg,attn (gated attention MIL, Ilse et al.
+head for stride 32; a list like b2+b4 stacks each block's map, average-pooled to the last one's grid), POOLS a comma list of topk,lse,max,avg,attn (gated attention MIL, Ilse et al.
 2018). Options: bf16 (extract the training features under bf16 autocast, evaluate on fp32 ones), hN
 (hidden width, default 128), kF (top-k fraction, default 0.02), eN (epochs, default 30), boxF (box fraction:
 the balanced box loss of `train.box_fraction` on that share of training images, default 0), dF (head dropout,
@@ -13,7 +13,8 @@ default 0.1; the package's demo_cpu uses 0.2), sN (seed), claheF (data.clahe_cli
 features, stored in their own file), parts (the package's per-body-part class weights
 instead of one pos_weight), iflip (a coin per image for the flip, as the package's FeatureSet; default one
 per batch), pinit (the package's init of the last instance conv), tta (evaluate on the mean logit of the
-map and its mirror), os8 (the same weights with the stride-16 stages dilated instead: a stride-8 grid,
+map and its mirror), ctx (a 3x3 first conv in the instance classifier: each cell sees its
+neighbours), std (features standardised per channel on the training images), os8 (the same weights with the stride-16 stages dilated instead: a stride-8 grid,
 64 x 64 at 512 px; features stored in their own file). Features are
 stored in ./feats_*.pt and reused. Prints one JSON line per pooling: image AUROC on train and on the
 patient-grouped validation split, and study AUROC on the `valid` split overall and per finding kind
@@ -52,7 +53,9 @@ CLAHE = float(next((a[5:] for a in sys.argv[5:] if a.startswith("clahe")), 0.0))
 IMAGE_FLIPS = "iflip" in sys.argv[5:]  # flip each image's map by its own coin, as FeatureSet does (default: per batch)
 PACKAGE_INIT = "pinit" in sys.argv[5:]  # the package's instance classifier init (last conv std 0.01, bias 0)
 FLIP_TTA = "tta" in sys.argv[5:]  # evaluate on the mean logit of the map and its mirror
-OUTPUT_STRIDE = 8 if "os8" in sys.argv[5:] else 32  # blocks.3 on dilated instead of strided: a stride-8 grid
+OUTPUT_STRIDE = 8 if "os8" in sys.argv[5:] else 32
+CONTEXT = "ctx" in sys.argv[5:]  # the instance classifier's first conv 3x3 instead of 1x1: each cell sees its neighbours
+STANDARDISE = "std" in sys.argv[5:]  # features scaled per channel by the training images' mean and std  # blocks.3 on dilated instead of strided: a stride-8 grid
 tag = f"{root.strip('/').split('/')[-1]}_{size}_{layer}{'_os8' if OUTPUT_STRIDE == 8 else ''}"
 feat_file = f"feats_{tag}{f'_clahe{CLAHE:g}' if CLAHE else ''}{'_bf16' if BF16 else ''}.pt"
 
@@ -64,13 +67,21 @@ def build():
     return timm_backbone("tf_efficientnet_lite0", pretrained=True, output_stride=OUTPUT_STRIDE).eval()  # packaged weights, checksum verified
 
 def trunk(m, x):
+    """The map at LAYER; for a list like b2+b4, every named block's map average-pooled to the last one's grid
+    and stacked along channels (shallower, finer features beside the deeper ones)."""
+    names = layer.split("+")
+    wanted = {int(n[1:]) for n in names if n.startswith("b")}
+    last = 6 if "head" in names else max(wanted)
     x = m.bn1(m.conv_stem(x))
-    n = int(layer[1:]) if layer.startswith("b") else 6
-    for i in range(n + 1):
+    taken = []
+    for i in range(last + 1):
         x = m.blocks[i](x)
-    if layer == "head":
-        x = m.bn2(m.conv_head(x))
-    return x
+        if i in wanted:
+            taken.append(x)
+    if "head" in names:
+        taken.append(m.bn2(m.conv_head(x)))
+    grid = taken[-1].shape[-1]
+    return torch.cat([F.adaptive_avg_pool2d(t, grid) if t.shape[-1] != grid else t for t in taken], 1)
 
 try:
     feats = torch.load(feat_file)
@@ -97,6 +108,10 @@ sub[idx.split == "train"] = table["subset"].to_numpy()
 labels = torch.tensor(idx["label"].to_numpy(), dtype=torch.float32)
 tr, va, te = [np.flatnonzero(sub.to_numpy() == s) for s in ("train", "val", "test")]
 C = feats.shape[1]
+if STANDARDISE:
+    sample = feats[torch.from_numpy(tr[:: max(1, len(tr) // 512)])].float()
+    mean, std = sample.mean((0, 2, 3), keepdim=True), sample.std((0, 2, 3), keepdim=True).clamp(min=1e-3)
+    feats = ((feats.float() - mean) / std).half()
 
 
 def box_masks(rows):
@@ -127,7 +142,8 @@ masks = box_masks(boxed) if len(boxed) else torch.zeros(0)
 class Head(nn.Module):
     def __init__(self, pool, hidden=128, k=0.02):
         super().__init__()
-        self.inst = nn.Sequential(nn.Conv2d(C, hidden, 1), nn.ReLU(), nn.Dropout2d(DROPOUT), nn.Conv2d(hidden, 1, 1))
+        first = nn.Conv2d(C, hidden, 3, padding=1) if CONTEXT else nn.Conv2d(C, hidden, 1)
+        self.inst = nn.Sequential(first, nn.ReLU(), nn.Dropout2d(DROPOUT), nn.Conv2d(hidden, 1, 1))
         if PACKAGE_INIT:
             nn.init.normal_(self.inst[3].weight, std=0.01)
             nn.init.zeros_(self.inst[3].bias)
@@ -203,13 +219,15 @@ def run(pool, epochs=EPOCHS, lr=1e-3, wd=1e-4, hidden=HIDDEN, flip=True, seed=SE
     fp32_file = feat_file.replace("_bf16", "")
     try:  # evaluate on fp32 features when they exist (as the package does), else on the bf16 ones
         evalf = torch.load(fp32_file) if BF16 else feats
+        if BF16 and STANDARDISE:
+            evalf = ((evalf.float() - mean) / std).half()
     except FileNotFoundError:
         evalf = feats
     with torch.no_grad():
         def logit(f):
             return (h(f) + h(f.flip(-1))) / 2 if FLIP_TTA else h(f)
         p = torch.cat([torch.sigmoid(logit(evalf[i:i+64].float())) for i in range(0, len(idx), 64)]).numpy()
-    res = {"pool": pool, "clahe": CLAHE, "dropout": DROPOUT, "seed": seed, "part_weights": PART_WEIGHTS, "image_flips": IMAGE_FLIPS, "package_init": PACKAGE_INIT, "tta": FLIP_TTA, "output_stride": OUTPUT_STRIDE, "box_fraction": BOX_FRACTION, "bf16": BF16, "hidden": hidden, "k": FRAC, "epochs": epochs, "train_loss": round(tot / len(tr), 3), "secs": round(time.time() - t0)}
+    res = {"pool": pool, "clahe": CLAHE, "dropout": DROPOUT, "seed": seed, "part_weights": PART_WEIGHTS, "image_flips": IMAGE_FLIPS, "package_init": PACKAGE_INIT, "tta": FLIP_TTA, "layer": layer, "context": CONTEXT, "standardise": STANDARDISE, "output_stride": OUTPUT_STRIDE, "box_fraction": BOX_FRACTION, "bf16": BF16, "hidden": hidden, "k": FRAC, "epochs": epochs, "train_loss": round(tot / len(tr), 3), "secs": round(time.time() - t0)}
     for name, rows in (("train", tr), ("val", va)):
         res[f"{name}_img_auc"] = round(roc_auc_score(labels[rows], p[rows]), 3)
     t = idx.iloc[te].assign(p=p[te]).groupby("study_path").agg(p=("p", "mean"), label=("label", "first"))

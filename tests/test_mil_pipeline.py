@@ -1,6 +1,7 @@
 """The spatial MIL models go everywhere a model goes: predict, explain (their native map), ONNX export, serve.
 
-Both strides run every test: the stride-8 model's dilated blocks must survive export and serving too.
+Every MIL model runs every test: the stride-8 model's dilated blocks and the multi-scale model's stacked
+maps must survive export and serving too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from xraylens.inference import Predictor
 from xraylens.models import CheckpointMeta, create_model, preprocessing_for, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-STRIDES = {"mil_efficientnet_lite0": 16, "mil_efficientnet_lite0_stride8": 8}
+STRIDES = {"mil_efficientnet_lite0": 16, "mil_efficientnet_lite0_stride8": 8, "mil_efficientnet_lite0_multiscale": 16}
 SIZE = 96
 SPOT = (30, 60)  # (y, x) of the bright square in the 120 x 90 test image
 

@@ -142,6 +142,31 @@ def test_the_stride8_model_reads_a_twice_finer_map_with_the_same_weights() -> No
 # ---------------------------------------------------------------- training recipes
 
 
+def test_the_multiscale_model_stacks_blocks_2_3_4_of_the_same_weights() -> None:
+    """blocks.2 (averaged 2 x 2), blocks.3 and blocks.4 on one grid: the stride-16 model's map is its last 112 channels."""
+    import torch.nn.functional as F
+
+    from xraylens.models.factory import backbone_tail
+
+    torch.manual_seed(0)
+    coarse = create_model("mil_efficientnet_lite0", pooling="topk").eval()
+    stacked = create_model("mil_efficientnet_lite0_multiscale", pooling="topk").eval()
+    stacked.backbone.load_state_dict(coarse.backbone.state_dict())  # strict: the same backbone tensors
+    x = torch.randn(2, 1, 128, 128)
+    with torch.no_grad():
+        maps = stacked.features(x)
+        assert maps.shape == (2, 40 + 80 + 112, 8, 8)
+        torch.testing.assert_close(maps[:, 120:], coarse.features(x))
+        torch.testing.assert_close(maps[:, 40:120], coarse.features(x, tail=1))  # blocks.3, stride 16
+        torch.testing.assert_close(maps[:, :40], F.avg_pool2d(coarse.features(x, tail=2), 2))  # blocks.2, stride 8
+        torch.testing.assert_close(stacked(x), stacked.classify_features(maps))
+        assert stacked.saliency(x).shape == (2, 8, 8)
+        odd = stacked.features(torch.randn(1, 1, 100, 100))  # finer maps round up as the strided convs do
+        assert odd.shape[-2:] == coarse.features(torch.randn(1, 1, 100, 100)).shape[-2:]
+    with pytest.raises(ValueError, match="trainable_stages"):
+        backbone_tail(stacked, "mil_efficientnet_lite0_multiscale", 1)
+
+
 @pytest.fixture(scope="module")
 def blob_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from test_training import write_blob_mura
@@ -177,6 +202,23 @@ def test_mil_recipes_learn_and_leave_a_frozen_backbone_untouched(blob_root: Path
     # batch-norm statistics included: a frozen backbone's stay ImageNet's
     untouched = all(torch.equal(trained[k], v) for k, v in imagenet.items())
     assert untouched == (backbone != "finetune")
+
+
+@pytest.mark.slow
+@needs_weights
+def test_the_multiscale_model_learns_from_cached_features(blob_root: Path, tmp_path: Path) -> None:
+    from xraylens.models import load_checkpoint
+    from xraylens.training import fit
+
+    cfg = _cfg(blob_root, "train.epochs=3", "train.backbone=cached", "model.pretrained=true",
+               "model.name=mil_efficientnet_lite0_multiscale")
+    result = fit(cfg, tmp_path / "stacked", progress=False)
+    table = pd.read_csv(result.run_dir / "metrics.csv")
+    assert table["train_loss"].iloc[-1] < table["train_loss"].iloc[0]
+    assert table["val_auroc"].max() > 0.8
+    loaded = load_checkpoint(result.best_checkpoint)
+    assert loaded.meta.model.name == "mil_efficientnet_lite0_multiscale"
+    assert loaded.model.head[0].in_channels == 232
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ features are of the un-augmented square. A horizontal flip is kept, applied
 to the stored map (an approximation of flipping the image: the filters are
 not mirror-symmetric). Memory: features are kept as float16 in RAM, 229 kB
 per image for ``mil_efficientnet_lite0`` at 512 px (37k MURA images: 8.5 GB); 4x that for
-``mil_efficientnet_lite0_stride8``, whose map has 4x the cells.
+``mil_efficientnet_lite0_stride8``, whose map has 4x the cells; 2.1x for
+``mil_efficientnet_lite0_multiscale`` (232 channels stacked from three stages).
 """
 
 from __future__ import annotations

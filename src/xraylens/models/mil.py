@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from xraylens.models.architecture import Architecture
@@ -27,8 +28,8 @@ from xraylens.models.timm_nets import TF_MEAN, TF_STD, timm_backbone
 
 MIL_HIDDEN = 128  # instance classifier width: measured enough on frozen Lite0 features (README)
 
-def _lite0_mil() -> Architecture:
-    return Architecture("backbone.conv_stem", "head", "backbone.blocks.4", family="mil", classic_cam=False,
+def _lite0_mil(cam_layer: str = "backbone.blocks.4") -> Architecture:
+    return Architecture("backbone.conv_stem", "head", cam_layer, family="mil", classic_cam=False,
                         native_map=True, mean=TF_MEAN, std=TF_STD, library_name="tf_efficientnet_lite0")
 
 
@@ -38,9 +39,17 @@ MIL_ARCHITECTURES: dict[str, Architecture] = {
     # the same weights with blocks.3's stride turned into dilation (DeepLab's atrous trick): stride 8, a
     # 64 x 64 grid at 512 px, for boxes around findings a few pixels wide (4x the cells and feature memory)
     "mil_efficientnet_lite0_stride8": _lite0_mil(),
+    # the stride-16 model reading blocks 2, 3 and 4 at once (40 + 80 + 112 channels; blocks.2's stride-8
+    # map averaged 2 x 2 onto the same 32 x 32 grid): shallower features of local contrast beside the
+    # deeper ones, for small lucent lesions (README, "What learns"); the CAM layer is the stacked map
+    "mil_efficientnet_lite0_multiscale": _lite0_mil("backbone.stacked"),
 }
 _CUT = {"tf_efficientnet_lite0": 5}  # blocks kept: 0..4 (stride 16)
-FEATURE_STRIDE = {"mil_efficientnet_lite0": 16, "mil_efficientnet_lite0_stride8": 8}
+FEATURE_STRIDE = {"mil_efficientnet_lite0": 16, "mil_efficientnet_lite0_stride8": 8,
+                  "mil_efficientnet_lite0_multiscale": 16}
+UNCUTTABLE = ("this model stacks the maps of several stages, so its features cannot stop before a stage; "
+              "partial fine-tuning (train.trainable_stages) needs mil_efficientnet_lite0")
+STACKED_BLOCKS = {"mil_efficientnet_lite0_multiscale": {2: 1, 3: 0, 4: 0}}  # block -> 2x2 halvings onto the grid
 
 
 class SpatialMIL(nn.Module):
@@ -61,10 +70,17 @@ class SpatialMIL(nn.Module):
         """
         if tail == 0:
             return self.backbone(x)
+        if not self.cuttable:
+            raise ValueError(UNCUTTABLE)
         x = self.backbone.bn1(self.backbone.conv_stem(x))
         for stage in self.stages()[: len(self.backbone.blocks) - tail]:
             x = stage(x)
         return x
+
+    @property
+    def cuttable(self) -> bool:
+        """Whether features can stop before a stage (partial fine-tuning); not where stages' maps are stacked."""
+        return not isinstance(self.backbone, StackedTrunk)
 
     def stages(self, last: int | None = None) -> list[nn.Module]:
         """The backbone's stages (timm's ``blocks``), or only the ``last`` ones."""
@@ -105,6 +121,36 @@ def instance_classifier(channels: int, hidden: int, dropout: float) -> nn.Sequen
     return head
 
 
+class StackedTrunk(nn.Module):
+    """The backbone's stem and stages, returning several stages' maps stacked along channels on one grid.
+
+    Why: the stride-16 stages respond to shapes and context, and the shallower
+    blocks.2 to local contrast and texture at 8 px. A lytic lesion is a small
+    lucent patch inside a bone: frozen ImageNet features caught it better with
+    both (README, "What learns"). Finer maps are averaged 2 x 2 (``halvings``
+    times, rounding up as the strided convolutions do) onto the last map's grid.
+    """
+
+    def __init__(self, conv_stem: nn.Module, bn1: nn.Module, blocks: nn.Sequential,
+                 halvings: dict[int, int]) -> None:
+        super().__init__()
+        self.conv_stem, self.bn1, self.blocks = conv_stem, bn1, blocks
+        self.halvings = dict(halvings)
+        self.stacked = nn.Identity()  # the stacked map, named so CAM methods can hook it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn1(self.conv_stem(x))
+        maps = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.halvings:
+                m = x
+                for _ in range(self.halvings[i]):
+                    m = F.avg_pool2d(m, 2, ceil_mode=True)
+                maps.append(m)
+        return self.stacked(torch.cat(maps, 1))
+
+
 def stride16_backbone(library: str, *, pretrained: bool, weights_path: str | None,
                       stride: int = 16) -> tuple[nn.Module, int]:
     """The timm backbone (with its ImageNet weights, if asked) cut at stride 16, and its output channels.
@@ -121,7 +167,15 @@ def stride16_backbone(library: str, *, pretrained: bool, weights_path: str | Non
 
 def build_mil(name: str, arch: Architecture, *, pretrained: bool, weights_path: str | None,
               dropout: float, pooling: str) -> nn.Module:
-    """The stride-16 (or dilated stride-8) backbone plus the MIL head."""
+    """The stride-16 (or dilated stride-8, or stacked multi-stage) backbone plus the MIL head."""
     backbone, channels = stride16_backbone(arch.library_name, pretrained=pretrained, weights_path=weights_path,
                                            stride=FEATURE_STRIDE[name])
+    if name in STACKED_BLOCKS:
+        halvings = STACKED_BLOCKS[name]
+        channels = sum(_out_channels(backbone.blocks[i]) for i in halvings)
+        backbone = StackedTrunk(backbone.conv_stem, backbone.bn1, backbone.blocks, halvings)
     return SpatialMIL(backbone, channels, dropout=dropout, pooling=pooling)
+
+
+def _out_channels(stage: nn.Module) -> int:
+    return [m for m in stage.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
