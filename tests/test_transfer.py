@@ -246,6 +246,9 @@ def test_incompatible_recipes_are_refused_before_any_data_is_read(tmp_path: Path
     with pytest.raises(ConfigError, match="trainable_stages"):
         fit(_cfg(nowhere, "model.name=resnet18", "train.backbone=frozen", "train.trainable_stages=1"),
             tmp_path / "f", progress=False)
+    with pytest.raises(ConfigError, match="stacks the maps"):
+        fit(_cfg(nowhere, "model.name=mil_efficientnet_lite0_multiscale", "train.backbone=cached",
+                 "train.trainable_stages=1"), tmp_path / "g", progress=False)
     assert not (tmp_path / "a").exists()
 
 
