@@ -325,6 +325,37 @@ def test_bf16_features_are_close_to_fp32_ones_and_unknown_precisions_are_refused
         compute_features(model, Images(), progress=False, precision="fp8")
 
 
+def test_stored_features_are_the_model_s_and_a_machine_without_the_memory_is_told_what_to_change(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils.data import Dataset
+
+    from xraylens import features as feature_store
+    from xraylens.config import ConfigError
+
+    class Images(Dataset):
+        def __init__(self) -> None:
+            self.x = torch.rand(5, 1, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+        def __len__(self) -> int:
+            return len(self.x)
+
+        def __getitem__(self, i: int) -> dict:
+            return {"image": self.x[i], "ok": i != 3}  # image 3 was unreadable
+
+    torch.manual_seed(0)
+    model = create_model("mil_efficientnet_lite0_multiscale").eval()
+    stored, ok = feature_store.compute_features(model, Images(), batch_size=2, progress=False)  # 2 + 2 + 1
+    with torch.no_grad():
+        direct = model.features(Images().x).half()
+    assert stored.shape == (5, 232, 4, 4) and torch.equal(stored, direct)
+    assert ok.tolist() == [True, True, True, False, True]
+    # 5 x 232 x 4 x 4 float16 = 37,120 bytes: a machine with 5 kB free is refused, with the fixes named
+    monkeypatch.setattr(feature_store, "available_memory", lambda: 5_000)
+    with pytest.raises(ConfigError, match=r"(?s)needs 0\.0 GB.*model.name=mil_efficientnet_lite0 .*backbone=frozen"):
+        feature_store.compute_features(model, Images(), batch_size=2, progress=False, desc="frozen features (train)")
+    assert model.training is False  # the model's mode is restored on the way out, error or not
+
+
 def test_auto_precision_uses_bf16_only_where_the_cpu_computes_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 

@@ -18,10 +18,13 @@ per image for ``mil_efficientnet_lite0`` at 512 px (37k MURA images: 8.5 GB); 4x
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from xraylens.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +72,65 @@ def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16,
     precision = resolve_precision(precision, device)
     from tqdm.auto import tqdm
 
+    total = len(images)
+    if total == 0:
+        raise ValueError("no images to compute features for")
     was_training = model.training
     model.eval().to(device)
     loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers, shuffle=False)
-    chunks, oks = [], []
-    for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-        x = batch["image"].to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            features = model.features(x, tail=tail)
-        chunks.append(features.to("cpu", torch.float16).contiguous())
-        oks.append(batch["ok"].bool())
-    model.train(was_training)
-    if not chunks:
-        raise ValueError("no images to compute features for")
-    return torch.cat(chunks), torch.cat(oks)
+    stored: torch.Tensor | None = None
+    oks = torch.zeros(total, dtype=torch.bool)
+    done = 0
+    try:
+        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+            x = batch["image"].to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                features = model.features(x, tail=tail)
+            if stored is None:  # the first batch gives the shape: claim the whole store at once, or say why not
+                stored = allocate_features(total, tuple(features.shape[1:]), desc)
+            stored[done : done + len(features)] = features.to("cpu", torch.float16)
+            oks[done : done + len(features)] = batch["ok"].bool()
+            done += len(features)
+    finally:
+        model.train(was_training)
+    assert stored is not None and done == total
+    return stored, oks
+
+
+def allocate_features(count: int, shape: tuple[int, ...], desc: str = "features") -> torch.Tensor:
+    """An empty (count, *shape) float16 store, after checking that this machine has the memory for it.
+
+    Why one store, filled in place: collecting batches and concatenating them
+    needs twice the memory at the end, and at MURA's size (37k images) that is
+    the difference between fitting in RAM and being killed mid-setup.
+    """
+    need = count * math.prod(shape) * 2
+    have = available_memory()
+    if have is not None and need > 0.9 * have:
+        raise FeatureMemoryError(
+            f"{desc}: storing {count:,} images x {shape} float16 features needs {need / 1e9:.1f} GB and this "
+            f"machine has {have / 1e9:.1f} GB available. Use a model with a smaller map "
+            "(model.name=mil_efficientnet_lite0 stores half of mil_efficientnet_lite0_multiscale's), a smaller "
+            "data.image_size, train.backbone=frozen (features recomputed every epoch, nothing stored), or more RAM")
+    return torch.empty((count, *shape), dtype=torch.float16)
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM the kernel can hand out now (``MemAvailable``), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class FeatureMemoryError(ConfigError):
+    """The stored features would not fit in this machine's memory: a setting to change, caught like a config error."""
 
 
 class FeatureSet(Dataset):
