@@ -7,6 +7,7 @@ need the file are skipped and say why.
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -298,21 +299,24 @@ def test_cached_recipe_resumes_an_interrupted_run_and_refuses_to_stretch_its_sch
         fit(longer, copy, resume=copy / "checkpoints" / "last.ckpt", progress=False)
 
 
-def test_bf16_features_are_close_to_fp32_ones_and_unknown_precisions_are_refused() -> None:
-    from torch.utils.data import Dataset
+class ImageSet(torch.utils.data.Dataset):
+    """``count`` random 64 px squares in [-1, 1] as the feature loader yields them; ``unreadable`` get ok=False."""
 
+    def __init__(self, count: int, seed: int, unreadable: tuple[int, ...] = ()) -> None:
+        self.x = torch.rand(count, 1, 64, 64, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+        self.unreadable = unreadable
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.x[i], "ok": i not in self.unreadable}
+
+
+def test_bf16_features_are_close_to_fp32_ones_and_unknown_precisions_are_refused() -> None:
     from xraylens.features import compute_features
 
-    class Images(Dataset):
-        def __init__(self) -> None:
-            self.x = torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
-
-        def __len__(self) -> int:
-            return len(self.x)
-
-        def __getitem__(self, i: int) -> dict:
-            return {"image": self.x[i], "ok": True}
-
+    Images = functools.partial(ImageSet, 4, seed=0)
     torch.manual_seed(0)
     model = create_model("mil_efficientnet_lite0").eval()
     full, ok = compute_features(model, Images(), progress=False)
@@ -327,21 +331,10 @@ def test_bf16_features_are_close_to_fp32_ones_and_unknown_precisions_are_refused
 
 def test_stored_features_are_the_model_s_and_a_machine_without_the_memory_is_told_what_to_change(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from torch.utils.data import Dataset
-
     from xraylens import features as feature_store
     from xraylens.config import ConfigError
 
-    class Images(Dataset):
-        def __init__(self) -> None:
-            self.x = torch.rand(5, 1, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
-
-        def __len__(self) -> int:
-            return len(self.x)
-
-        def __getitem__(self, i: int) -> dict:
-            return {"image": self.x[i], "ok": i != 3}  # image 3 was unreadable
-
+    Images = functools.partial(ImageSet, 5, seed=1, unreadable=(3,))
     torch.manual_seed(0)
     model = create_model("mil_efficientnet_lite0_multiscale").eval()
     stored, ok = feature_store.compute_features(model, Images(), batch_size=2, progress=False)  # 2 + 2 + 1
