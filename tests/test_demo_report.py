@@ -161,7 +161,8 @@ def test_html_is_self_contained_and_holds_every_table_and_figure(tmp_path):
     assert f"<td>study</td><td>{study['n']}</td><td>{overall}</td>" in html
     for part in ("XR_WRIST", "XR_HAND"):
         assert f"<td>{part}</td>" in html and f"| {part} |" in md
-    assert "<td>fracture, hardware, lesion</td>" in html and "<td>mil_efficientnet_lite0</td>" in html
+    model = load_config("demo_cpu").model.name  # the run's config.yaml is the preset's
+    assert "<td>fracture, hardware, lesion</td>" in html and f"<td>{model}</td>" in html
     assert "<td>total</td><td>15.0</td>" in html
 
     # the injected method name is text, never markup, in either file
