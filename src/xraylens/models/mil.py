@@ -70,17 +70,12 @@ class SpatialMIL(nn.Module):
         """
         if tail == 0:
             return self.backbone(x)
-        if not self.cuttable:
+        if isinstance(self.backbone, StackedTrunk):
             raise ValueError(UNCUTTABLE)
         x = self.backbone.bn1(self.backbone.conv_stem(x))
         for stage in self.stages()[: len(self.backbone.blocks) - tail]:
             x = stage(x)
         return x
-
-    @property
-    def cuttable(self) -> bool:
-        """Whether features can stop before a stage (partial fine-tuning); not where stages' maps are stacked."""
-        return not isinstance(self.backbone, StackedTrunk)
 
     def stages(self, last: int | None = None) -> list[nn.Module]:
         """The backbone's stages (timm's ``blocks``), or only the ``last`` ones."""
