@@ -53,9 +53,9 @@ CLAHE = float(next((a[5:] for a in sys.argv[5:] if a.startswith("clahe")), 0.0))
 IMAGE_FLIPS = "iflip" in sys.argv[5:]  # flip each image's map by its own coin, as FeatureSet does (default: per batch)
 PACKAGE_INIT = "pinit" in sys.argv[5:]  # the package's instance classifier init (last conv std 0.01, bias 0)
 FLIP_TTA = "tta" in sys.argv[5:]  # evaluate on the mean logit of the map and its mirror
-OUTPUT_STRIDE = 8 if "os8" in sys.argv[5:] else 32
+OUTPUT_STRIDE = 8 if "os8" in sys.argv[5:] else 32  # blocks.3 on dilated instead of strided: a stride-8 grid
 CONTEXT = "ctx" in sys.argv[5:]  # the instance classifier's first conv 3x3 instead of 1x1: each cell sees its neighbours
-STANDARDISE = "std" in sys.argv[5:]  # features scaled per channel by the training images' mean and std  # blocks.3 on dilated instead of strided: a stride-8 grid
+STANDARDISE = "std" in sys.argv[5:]  # features scaled per channel by the training images' mean and std
 tag = f"{root.strip('/').split('/')[-1]}_{size}_{layer}{'_os8' if OUTPUT_STRIDE == 8 else ''}"
 feat_file = f"feats_{tag}{f'_clahe{CLAHE:g}' if CLAHE else ''}{'_bf16' if BF16 else ''}.pt"
 
