@@ -119,11 +119,11 @@ def instance_classifier(channels: int, hidden: int, dropout: float) -> nn.Sequen
 class StackedTrunk(nn.Module):
     """The backbone's stem and stages, returning several stages' maps stacked along channels on one grid.
 
-    Why: the stride-16 stages respond to shapes and context, and the shallower
-    blocks.2 to local contrast and texture at 8 px. A lytic lesion is a small
-    lucent patch inside a bone: frozen ImageNet features caught it better with
-    both (README, "What learns"). Finer maps are averaged 2 x 2 (``halvings``
-    times, rounding up as the strided convolutions do) onto the last map's grid.
+    Why: a lytic lesion is a small lucent patch inside a bone, and frozen
+    ImageNet features caught it far better with the shallower stages beside
+    blocks.4 (README, "Stacking shallower blocks": blocks.3 bought most of it,
+    blocks.2 a little more). Finer maps are averaged 2 x 2 (``halvings`` times,
+    rounding up as the strided convolutions do) onto the last map's grid.
     """
 
     def __init__(self, conv_stem: nn.Module, bn1: nn.Module, blocks: nn.Sequential,
@@ -156,8 +156,7 @@ def stride16_backbone(library: str, *, pretrained: bool, weights_path: str | Non
         raise ValueError(f"feature stride must be 8 or 16, got {stride}")
     full = timm_backbone(library, pretrained=pretrained, weights_path=weights_path, output_stride=stride)
     kept = nn.Sequential(*list(full.blocks.children())[: _CUT[library]])
-    convs = [m for m in kept.modules() if isinstance(m, nn.Conv2d)]
-    return nn.Sequential(OrderedDict(conv_stem=full.conv_stem, bn1=full.bn1, blocks=kept)), convs[-1].out_channels
+    return nn.Sequential(OrderedDict(conv_stem=full.conv_stem, bn1=full.bn1, blocks=kept)), _out_channels(kept)
 
 
 def build_mil(name: str, arch: Architecture, *, pretrained: bool, weights_path: str | None,
