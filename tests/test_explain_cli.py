@@ -109,9 +109,11 @@ def test_explain_eval_writes_report_and_figures(tiny_mura, tmp_path: Path, check
                  "--out", str(out), "--methods", "gradcam,eigencam", "--faithfulness-images", "1",
                  "--sanity-images", "1", "--sanity-steps", "2", "--quiet"]) == 0
     result = json.loads((out / "localization.json").read_text())
-    assert result["n_images"] == 2 and result["kinds"] == ["fracture", "hardware", "lesion"]
+    # per kind: images whose findings are all of it; image2 (lesion + fracture) is scored with several kinds
+    assert result["n_images"] == 2 and result["kinds"] == ["hardware", "several kinds"]
     gradcam = result["localization"]["gradcam"]
-    assert gradcam["all"]["n"] == 2 and gradcam["fracture"]["n"] == 1 and gradcam["hardware"]["n"] == 1
+    assert gradcam["all"]["n"] == 2 and gradcam["hardware"]["n"] == 1 and gradcam["several kinds"]["n"] == 1
+    assert "fracture" not in gradcam and "lesion" not in gradcam
     assert 0 < gradcam["all"]["pointing_chance"] < 1
     assert set(result["faithfulness"]) == {"gradcam", "eigencam", "random order"}
     assert result["sanity"]["eigencam"]["head_insensitive"]
@@ -122,9 +124,34 @@ def test_explain_eval_writes_report_and_figures(tiny_mura, tmp_path: Path, check
         assert sweep["max_accuracy"] == max(sweep["accuracy"])
     report = (out / "report.md").read_text()
     assert "| gradcam |" in report and "| eigencam |" in report and "chance" in report and "## Sanity" in report
+    assert "## Localisation: hardware (images whose findings are all hardware)" in report
+    assert "## Localisation: images with findings of several kinds (against all their boxes)" in report
     assert "## Where to cut the boxes" in report and "MaxBoxAcc" in report
     for figure in ("methods_grid.png", "pointing_game.png", "box_accuracy.png", "sanity.png"):
         assert (out / figure).stat().st_size > 0
+
+
+def test_a_peak_on_the_other_finding_of_a_two_kind_film_is_no_missed_lesion() -> None:
+    """The map has no class: a film with a plate and a lesion whose map peaks on the plate pointed right."""
+    from xraylens.data.boxes import TrueBox
+    from xraylens.data.preprocess import letterbox_geometry
+    from xraylens.explain.report import EvalSettings, _Images, _localise, image_kinds
+
+    plate, lesion = TrueBox(4, 4, 12, 12, "hardware"), TrueBox(40, 40, 50, 50, "lesion")
+    truth = [[plate, lesion], [TrueBox(40, 40, 50, 50, "lesion")], [TrueBox(40, 40, 50, 50, "lesion")]]
+    maps = np.zeros((3, 64, 64), np.float32)
+    maps[0, 8, 8] = 1.0  # peak on the plate of the two-kind film
+    maps[1, 45, 45] = 1.0  # in the lesion
+    maps[2, 8, 8] = 1.0  # a lesion-only film pointed elsewhere: a miss
+    images = _Images(pd.DataFrame({"path": list("abc")}), torch.zeros(3, 1, 64, 64),
+                     [letterbox_geometry(64, 64, 64)] * 3, truth)
+    kinds = image_kinds(truth)
+    assert kinds == ["lesion", "several kinds"]
+    summary, _, _ = _localise(maps, images, np.ones(3, bool), kinds, EvalSettings())
+    assert summary["all"]["n"] == 3 and summary["all"]["pointing_game"] == pytest.approx(2 / 3)
+    assert summary["lesion"]["n"] == 2 and summary["lesion"]["pointing_game"] == pytest.approx(0.5)
+    assert summary["several kinds"]["n"] == 1 and summary["several kinds"]["pointing_game"] == 1.0
+    assert "hardware" not in summary
 
 
 def test_explain_eval_says_when_no_box_matches(tiny_mura, tmp_path: Path, checkpoint: Path,

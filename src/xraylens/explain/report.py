@@ -31,7 +31,7 @@ from xraylens.data.mura_layout import parse_image_path
 from xraylens.data.preprocess import Letterbox, prepare
 from xraylens.data.problems import DataError, format_problems
 from xraylens.explain.cams import METHODS, check_method, compute_cams, methods_for, resolve_layer
-from xraylens.explain.detection import ap_by_kind, write_coco_files
+from xraylens.explain.detection import SEVERAL_KINDS, ap_by_kind, kind_of_image, write_coco_files
 from xraylens.explain.regions import Box, find_boxes
 from xraylens.explain.scores import (
     box_accuracy_curve,
@@ -163,6 +163,12 @@ def _select(table: pd.DataFrame, split: str, truth: dict[str, list[TrueBox]], so
     return table.sort_values("path")
 
 
+def image_kinds(truth: Sequence[Sequence[TrueBox]]) -> list[str]:
+    """The per-kind keys these images fill: each single kind in name order, then :data:`SEVERAL_KINDS` if any."""
+    found = {kind_of_image(boxes) for boxes in truth} - {None}
+    return sorted(found - {SEVERAL_KINDS}) + ([SEVERAL_KINDS] if SEVERAL_KINDS in found else [])
+
+
 def _localise(maps: np.ndarray, images: _Images, called: np.ndarray, kinds: list[str],
               settings: EvalSettings) -> tuple[dict[str, Any], list[list[Box]], list[np.ndarray]]:
     """Per-kind localisation summaries (with AP) of one method's maps, its boxes per image, the grid's maps."""
@@ -173,8 +179,9 @@ def _localise(maps: np.ndarray, images: _Images, called: np.ndarray, kinds: list
     for i, (heat, lb, boxes) in enumerate(zip(maps, images.geometry, images.truth, strict=True)):
         heat_orig = np.clip(lb.to_original(heat), 0.0, 1.0)  # scored in original pixels, padding cropped
         predicted.append(find_boxes(heat_orig, mode=settings.threshold_mode, threshold=settings.threshold))
+        # per kind: only the images whose findings are all of it (the map has no class; detection.py says why)
         truths = {"all": boxes, **({"true_positives": boxes} if called[i] else {}),
-                  **{kind: [b for b in boxes if b.kind == kind] for kind in {b.kind for b in boxes}}}
+                  **({kind_of_image(boxes): boxes} if boxes else {})}
         for key, kind_boxes in truths.items():
             scores = per_kind["all"][-1] if key == "true_positives" else localization_scores(
                 heat_orig, kind_boxes, predicted[-1])
@@ -241,7 +248,7 @@ def evaluate_explanations(
     model, name, meta = loaded.model.eval(), loaded.meta.model.name, loaded.meta
     probs = _probabilities(loaded, images.x, settings.batch_size)
     called = probs >= meta.threshold
-    kinds = sorted({b.kind for boxes in images.truth for b in boxes})
+    kinds = image_kinds(images.truth)
     # Faithfulness tracks P(abnormal): measure it where the model says abnormal (all images if it never does).
     faith_idx = (np.flatnonzero(called) if called.any() else np.arange(len(called)))[: settings.faithfulness_images]
     # The sanity check needs maps with something in them: images called abnormal first.
@@ -411,7 +418,9 @@ def render_report(results: dict[str, Any]) -> str:
                   f"{_num(r['insertion_auc'])} on {r['n']} images (those the classifier calls abnormal, if any). "
                   "A faithful map deletes below and inserts above these.", ""]
     for kind in ["all", "true_positives", *results["kinds"]]:
-        title = {"all": "All findings", "true_positives": "Images the classifier calls abnormal"}.get(kind, kind)
+        title = {"all": "All findings", "true_positives": "Images the classifier calls abnormal",
+                 SEVERAL_KINDS: "images with findings of several kinds (against all their boxes)"}.get(
+                     kind, f"{kind} (images whose findings are all {kind})")
         parts += [f"## Localisation: {title}", "",
                   _table(LOC_HEADER, [localization_row(m, by_kind.get(kind, {})) for m, by_kind in loc.items()]), ""]
     steps = max((len(r["steps"]) for r in sanity.values()), default=0)
@@ -433,19 +442,22 @@ def render_report(results: dict[str, Any]) -> str:
 
 _HOW_TO_READ = """## How to read this
 
-- **Pointing game**: share of images whose heatmap maximum lies inside a true box of that image (of that
-  kind, in the per-kind tables). **Chance** is what a uniformly random point scores: the mean share of the
-  image the boxes cover. A method is only useful well above chance; the 95% interval is Wilson's.
+- **Pointing game**: share of images whose heatmap maximum lies inside a true box of that image.
+  Per kind, only the images whose findings are all of that kind: the map has no class, so on a film with a
+  lesion and a plate a peak on the plate is a right answer, not a missed lesion. Films with several kinds
+  have their own table, scored against all their boxes. **Chance** is what a uniformly random point
+  scores: the mean share of the image the boxes cover. A method is only useful well above chance; the 95%
+  interval is Wilson's.
 - **Energy in boxes**: share of the map's total heat inside the true boxes; a uniform map scores the chance
   column.
 - **Mean IoU / IoU≥t**: the best-matching predicted box (thresholded map, connected components) against the
   true boxes. "IoU whole-image box" is the IoU of predicting the entire image: beat it.
 - **Top box IoU≥0.3**: the same for the highest-scoring box only, the one a reader looks at first.
-  **Found boxes IoU≥0.3**: of all the boxes cut from the maps, the share that overlap a true box (of that
-  kind, per kind) at IoU ≥ 0.3; with **boxes / image** it says whether a method wins by drawing many boxes.
+  **Found boxes IoU≥0.3**: of all the boxes cut from the maps, the share that overlap a true box at
+  IoU ≥ 0.3; with **boxes / image** it says whether a method wins by drawing many boxes.
 - **AP50 / AP50:95**: COCO average precision of those boxes, ranked by their score (peak x mean heat), at
   IoU 0.5 and averaged over IoU 0.5-0.95 (torchmetrics on pycocotools). Class-agnostic: overall, every true
-  box is one class; per kind, that kind's boxes on the images that show it. Only images with true boxes are
+  box is one class; per kind, the images whose findings are all of that kind. Only images with true boxes are
   scored, so no normal film adds a false positive. `coco/` holds the true and predicted boxes as COCO files
   (`ground_truth.json`, `detections_<method>.json`) to check these numbers with other tools. Published
   detectors trained on boxes are the yardstick (README, "Real datasets with boxes"); a classifier's maps
