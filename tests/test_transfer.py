@@ -159,7 +159,12 @@ def test_the_multiscale_model_stacks_blocks_2_3_4_of_the_same_weights() -> None:
         torch.testing.assert_close(maps[:, 40:120], coarse.features(x, tail=1))  # blocks.3, stride 16
         torch.testing.assert_close(maps[:, :40], F.avg_pool2d(coarse.features(x, tail=2), 2))  # blocks.2, stride 8
         torch.testing.assert_close(stacked(x), stacked.classify_features(maps))
-        assert stacked.saliency(x).shape == (2, 8, 8)
+        # its map is read on blocks.2's stride-8 grid: blocks.2 averaged 3 x 3 in place, 3 and 4 interpolated
+        b2, b3, b4 = coarse.features(x, tail=2), coarse.features(x, tail=1), coarse.features(x)
+        up = lambda m: F.interpolate(m, size=(16, 16), mode="bilinear", align_corners=False)  # noqa: E731
+        fine = torch.cat([F.avg_pool2d(b2, 3, 1, 1, count_include_pad=False), up(b3), up(b4)], 1)
+        torch.testing.assert_close(stacked.saliency(x), stacked.head(fine)[:, 0])
+        assert stacked.saliency(x).shape == (2, 16, 16)
         odd = stacked.features(torch.randn(1, 1, 100, 100))  # finer maps round up as the strided convs do
         assert odd.shape[-2:] == coarse.features(torch.randn(1, 1, 100, 100)).shape[-2:]
     with pytest.raises(ValueError, match="trainable_stages"):

@@ -53,7 +53,8 @@ STACKED_BLOCKS = {"mil_efficientnet_lite0_multiscale": {2: 1, 3: 0, 4: 0}}  # bl
 
 
 class SpatialMIL(nn.Module):
-    """(B, C, S, S) -> (B, 1) logit; ``saliency`` gives the (B, S/16, S/16) instance logits behind it (S/8 dilated)."""
+    """(B, C, S, S) -> (B, 1) logit; ``saliency`` gives the (B, S/16, S/16) instance logits behind it (S/8
+    dilated or stacked)."""
 
     def __init__(self, backbone: nn.Module, channels: int, *, hidden: int = MIL_HIDDEN, dropout: float = 0.2,
                  pooling: str = "topk") -> None:
@@ -96,8 +97,13 @@ class SpatialMIL(nn.Module):
         return self.pool(cells), cells[:, 0]
 
     def saliency(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, S, S) -> (B, h, w) instance logits: where the model finds the abnormality."""
-        return self.head(self.backbone(x))[:, 0]
+        """(B, C, S, S) -> (B, h, w) instance logits: where the model finds the abnormality.
+
+        A stacked backbone is read on its finest stage's grid (:meth:`StackedTrunk.fine`), a finer map
+        from the same head; the others give the grid their logit pools.
+        """
+        features = self.backbone.fine(x) if isinstance(self.backbone, StackedTrunk) else self.backbone(x)
+        return self.head(features)[:, 0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify_features(self.features(x))
@@ -133,17 +139,49 @@ class StackedTrunk(nn.Module):
         self.halvings = dict(halvings)
         self.stacked = nn.Identity()  # the stacked map, named so CAM methods can hook it
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _stage_maps(self, x: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+        """(halvings, map) of each stacked stage, at the stage's own stride."""
         x = self.bn1(self.conv_stem(x))
         maps = []
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i in self.halvings:
-                m = x
-                for _ in range(self.halvings[i]):
-                    m = F.avg_pool2d(m, 2, ceil_mode=True)
-                maps.append(m)
+                maps.append((self.halvings[i], x))
+        return maps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = []
+        for halvings, m in self._stage_maps(x):
+            for _ in range(halvings):
+                m = F.avg_pool2d(m, 2, ceil_mode=True)
+            maps.append(m)
         return self.stacked(torch.cat(maps, 1))
+
+    def fine(self, x: torch.Tensor) -> torch.Tensor:
+        """The stacked map on the finest stage's grid (stride 8 for blocks 2-4): what the saliency map reads.
+
+        Why: a stride-16 cell is 16 px, and realistic fracture boxes are 5-12 px
+        thin, so the coarse map's peak (a cell's centre) often lands a few
+        pixels beside a line the model found (16 % of fracture films at
+        realistic 3000). The trained head read at stride 8 moved explain-eval's
+        pointing game from 53 % to 60 % on those fractures, hardware 86 % ->
+        97 % (README, "Per kind, and a finer native map"). Each stage is averaged over the window its
+        2 x 2 halvings would cover, centred (3 x 3 for one halving, stride 1),
+        so the head sees the statistics it was trained on; coarser stages are
+        interpolated bilinearly. Classification still pools the coarse grid.
+        """
+        maps = self._stage_maps(x)
+        finest = max(halvings for halvings, _ in maps)
+        size = next(m.shape[-2:] for halvings, m in maps if halvings == finest)
+        out = []
+        for halvings, m in maps:
+            if halvings:
+                window = 2**halvings + 1
+                m = F.avg_pool2d(m, window, stride=1, padding=window // 2, count_include_pad=False)
+            if m.shape[-2:] != size:
+                m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+            out.append(m)
+        return torch.cat(out, 1)
 
 
 def stride16_backbone(library: str, *, pretrained: bool, weights_path: str | None,
