@@ -85,6 +85,20 @@ def test_predict_and_explain_with_the_native_map(ckpt: Path, tmp_path: Path) -> 
     assert abs(y - 30) <= reach and abs(x - 60) <= reach
 
 
+def test_explain_cli_uses_the_method_the_checkpoint_was_trained_with(ckpt: Path, tmp_path: Path) -> None:
+    """`xraylens explain CKPT IMG` without --method draws the checkpoint's explain.method (here the native map)."""
+    import pandas as pd
+
+    from xraylens.cli import main
+
+    spot = bright_spot_png(tmp_path / "spot.png", SPOT)
+    assert main(["explain", str(ckpt), str(spot), "--out", str(tmp_path / "native"), "--quiet"]) == 0
+    assert pd.read_csv(tmp_path / "native" / "explanations.csv")["method"].tolist() == ["saliency"]
+    assert main(["explain", str(ckpt), str(spot), "--out", str(tmp_path / "grad"), "--quiet",
+                 "--method", "gradcam"]) == 0  # an explicit method still wins
+    assert pd.read_csv(tmp_path / "grad" / "explanations.csv")["method"].tolist() == ["gradcam"]
+
+
 def test_onnx_export_matches_torch_and_serves(ckpt: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("fastapi")

@@ -94,7 +94,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "otsu ignores it (default: 0.5)")
     explain.add_argument("--max-studies", type=positive, default=20, metavar="N",
                          help="study figures to draw with --data (default: 20)")
-    explain.add_argument("--method", choices=METHOD_CHOICES, default="gradcam", help="CAM method (default: gradcam)")
+    explain.add_argument("--method", choices=METHOD_CHOICES, default=None,
+                         help="CAM method (default: the checkpoint's explain.method, the one its training "
+                              "config names: saliency for demo_cpu's native map, else gradcam)")
     _layer(explain)
     explain.set_defaults(handler=_explain)
 
@@ -172,6 +174,7 @@ def _explain(args: argparse.Namespace) -> int:
     from xraylens.config import ExplainConfig
     from xraylens.data.problems import DataError
     from xraylens.explain.explanations import collect_inputs, explain_images, items_from_table
+    from xraylens.inference.model_card import ModelCard
     from xraylens.models import CheckpointError, load_checkpoint
     from xraylens.output_dir import OutputExistsError
 
@@ -194,8 +197,11 @@ def _explain(args: argparse.Namespace) -> int:
             print(f"xraylens explain: skipped {path}: {reason}", file=sys.stderr)
         if not items:
             raise CLIError("no image to explain: " + ("; ".join(f"{p}: {r}" for p, r in missing) or "empty input"))
-        cfg = ExplainConfig(method=args.method, target=args.target, threshold_mode=args.threshold_mode,
-                            threshold=args.threshold, layer=args.layer)
+        trained = ModelCard.from_meta(loaded.meta).explain  # what the checkpoint's config asks for
+        method = args.method or trained.method
+        layer = args.layer if args.layer or args.method else trained.layer  # a layer belongs to its method
+        cfg = ExplainConfig(method=method, target=args.target, threshold_mode=args.threshold_mode,
+                            threshold=args.threshold, layer=layer)
         result = explain_images(loaded, items, args.out, cfg, batch_size=args.batch_size,
                                 max_studies=args.max_studies, study_views=bool(args.data),
                                 progress=not args.quiet and sys.stderr.isatty(), skipped=missing,
@@ -203,7 +209,7 @@ def _explain(args: argparse.Namespace) -> int:
     except (CheckpointError, DataError, ValueError, OutputExistsError) as exc:
         raise CLIError(str(exc)) from exc
     abnormal = sum(r["verdict"] == "abnormal" for r in result.rows)
-    print(f"explained {len(result.rows)} images ({abnormal} abnormal) with {args.method}; "
+    print(f"explained {len(result.rows)} images ({abnormal} abnormal) with {cfg.method}; "
           f"{len(result.skipped)} skipped" + (" (see skipped.csv)" if result.skipped else ""))
     print(f"outputs in {args.out}/ (explanations.csv, boxes.json, images/, overlays_grid.png)")
     return 0 if result.rows else 1
