@@ -88,6 +88,20 @@ def test_overlapping_boxes_are_merged_into_their_union() -> None:
     assert len(merge_overlapping([(0.9, [0, 0, 10, 10]), (0.5, [8, 0, 18, 10])], iou=0.3)) == 2
 
 
+def test_pieces_of_one_finding_are_one_box_and_far_regions_stay_apart() -> None:
+    """A plate's screw heads light up one by one: near pieces are one region, a distant one is not."""
+    heat = np.zeros((512, 512), np.float32)
+    for top in (100, 130, 160):  # three screw heads 14 px apart down a plate
+        heat[top : top + 16, 200:216] = 1.0
+    heat[400:424, 400:424] = 0.9  # another finding, far away (above the size filter)
+    joined = find_boxes(heat)
+    assert [b.xyxy() for b in joined] == [(200.0, 100.0, 216.0, 176.0), (400.0, 400.0, 424.0, 424.0)]
+    # apart, each head is a speck under the size filter: only the peak's survives, a box a third of the plate's
+    apart = [b.xyxy() for b in find_boxes(heat, join_fraction=0.0)]
+    assert apart == [(200.0, 100.0, 216.0, 116.0), (400.0, 400.0, 424.0, 424.0)]
+    assert [b.xyxy() for b in find_boxes(heat, join_fraction=0.02)] == apart  # 10 px: the 14 px gaps stay open
+
+
 def test_flat_or_empty_maps_have_no_boxes() -> None:
     assert find_boxes(np.zeros((20, 20))) == []
     assert find_boxes(np.full((20, 20), 0.7)) == []

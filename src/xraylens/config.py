@@ -164,6 +164,8 @@ class ExplainConfig:
     min_box_area_fraction: float = 0.002
     nms_iou: float = 0.3
     max_boxes: int = 5
+    # regions this close (a fraction of the long side) are one box: a plate's screw heads, a line's pieces
+    box_join_fraction: float = 0.06
 
 
 @dataclass(frozen=True)

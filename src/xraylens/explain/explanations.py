@@ -189,7 +189,8 @@ def _explain_one(out: Path, item: ExplainItem, name: str, image: np.ndarray, hea
     from xraylens.plots.heatmaps import overlay_with_boxes, save_rgb
 
     boxes = find_boxes(heat_orig, mode=cfg.threshold_mode, threshold=cfg.threshold,
-                       min_area_fraction=cfg.min_box_area_fraction, nms_iou=cfg.nms_iou, max_boxes=cfg.max_boxes)
+                       min_area_fraction=cfg.min_box_area_fraction, nms_iou=cfg.nms_iou, max_boxes=cfg.max_boxes,
+                       join_fraction=cfg.box_join_fraction)
     sentence = describe(p, threshold, boxes, heat_orig, body_part=item.body_part, method=cfg.method,
                         target=cfg.target)
     heat_path = save_rgb(out / "images" / f"{name}_heatmap.png", to_uint8(heat_orig))

@@ -14,6 +14,7 @@ the image"), never anatomical: the model knows nothing about anatomy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -117,6 +118,9 @@ def otsu_level(values: np.ndarray, bins: int = 256) -> float:
     return float(edges[int(np.argmax(between[:-1])) + 1])
 
 
+JOIN_FRACTION = 0.06  # 31 px at 512 px: a stride-16 map's cells two apart are one region
+
+
 def find_boxes(
     heatmap: np.ndarray,
     *,
@@ -126,6 +130,7 @@ def find_boxes(
     nms_iou: float = 0.3,
     max_boxes: int = 5,
     keep_peak: bool = True,
+    join_fraction: float = JOIN_FRACTION,
 ) -> list[Box]:
     """Boxes around the connected regions above the threshold, best score first.
 
@@ -138,6 +143,13 @@ def find_boxes(
     are merged into their union with the higher score: two blobs whose boxes
     overlap that much are one region to a reader. A flat or all-zero map has
     no boxes.
+
+    Components that come within ``join_fraction`` of the map's long side of
+    each other (city-block distance) are one region, boxed together: a plate's
+    screw heads light up one by one, and each was a box too small for the
+    plate's (on the demo's films 44 % of the hardware boxes were right; with
+    the join 59 %, every kind better, top box right 66 % -> 73 %; README,
+    "Per kind, and a finer native map"). 0 boxes every component on its own.
     """
     heat = np.asarray(heatmap, dtype=np.float32)
     if heat.ndim != 2:
@@ -149,7 +161,12 @@ def find_boxes(
     mask = heat >= level if mode == "fraction" else heat > level
     if not mask.any():  # percentile/otsu at the maximum: keep the peak itself
         mask = heat >= heat.max()
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if join_fraction > 0:  # label the grown mask, keep the labels on the mask's own pixels
+        grown = ndimage.binary_dilation(mask, iterations=max(1, math.ceil(join_fraction * max(h, w) / 2)))
+        labels, count = ndimage.label(grown, structure=np.ones((3, 3), bool))
+        labels = labels * mask
+    else:
+        labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
     peak_label = int(labels.flat[int(np.argmax(np.where(mask, heat, -np.inf)))])
     candidates: list[tuple[float, list[float]]] = []
     for index, slices in enumerate(ndimage.find_objects(labels), start=1):

@@ -234,7 +234,7 @@ class Predictor:
         crop = heatmap[g.top : g.top + g.new_h, g.left : g.left + g.new_w]  # (new_h, new_w)
         boxes = find_boxes(crop, mode=cfg.threshold_mode, threshold=cfg.threshold,
                            min_area_fraction=cfg.min_box_area_fraction, nms_iou=cfg.nms_iou,
-                           max_boxes=cfg.max_boxes)
+                           max_boxes=cfg.max_boxes, join_fraction=cfg.box_join_fraction)
         sentence = describe(float(probability), self.card.threshold, boxes, crop,
                             body_part=body_part_of(source), method=self.method)
         mapped = tuple(
