@@ -78,6 +78,18 @@ def test_global_pool_by_hand() -> None:
         GlobalPool("median")
 
 
+def test_topk_takes_its_fraction_from_the_pooling_string() -> None:
+    x = torch.arange(100.0).reshape(1, 1, 10, 10)  # values 0..99
+    assert GlobalPool("topk")(x).item() == pytest.approx(98.5)  # top 2 of 100: the default 0.02
+    assert GlobalPool("topk:0.1")(x).item() == pytest.approx(94.5)  # top 10
+    assert GlobalPool("topk:0.01")(x).item() == 99.0
+    for bad in ("topk:0", "topk:1.5", "topk:abc", "max:0.1"):
+        with pytest.raises(ValueError, match="topk:0.01"):
+            GlobalPool(bad)
+    model = create_model("mil_efficientnet_lite0", pooling="topk:0.01")
+    assert model.pool.fraction == 0.01
+
+
 @pytest.mark.parametrize("pooling", ["max", "lse"])
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_every_architecture_trains_with_every_pooling(name: str, pooling: str) -> None:
@@ -100,11 +112,12 @@ def test_pooling_survives_a_checkpoint_round_trip(tmp_path) -> None:
     from xraylens.models import CheckpointMeta, load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
-    model = create_model("mobilenet_v2", pooling="max").eval()
-    meta = CheckpointMeta(model=ModelConfig(name="mobilenet_v2", pooling="max"),
+    model = create_model("mobilenet_v2", pooling="topk:0.1").eval()
+    meta = CheckpointMeta(model=ModelConfig(name="mobilenet_v2", pooling="topk:0.1"),
                           preprocessing=Preprocessing.for_channels(64, 1))
     loaded = load_checkpoint(save_checkpoint(tmp_path / "m.ckpt", model, meta))
-    assert loaded.meta.model.pooling == "max"
+    assert loaded.meta.model.pooling == "topk:0.1"
+    assert {m.fraction for m in loaded.model.modules() if isinstance(m, GlobalPool)} == {0.1}
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), model(x))

@@ -92,7 +92,8 @@ class ModelConfig:
     dropout: float = 0.2
     # Global pooling before the head: "avg" (torchvision's and the MURA paper's), "max", "lse" or "topk".
     # max/lse/topk are multiple-instance pooling for small findings (models.pooling; README: measured effect);
-    # mil_* models pool their instance map with it (topk is what they are measured with).
+    # mil_* models pool their instance map with it (topk is what they are measured with). "topk:F" averages
+    # the top fraction F of locations (default 0.02; README, "What learns": the fraction measured).
     pooling: str = "avg"
 
 

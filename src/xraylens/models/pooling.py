@@ -10,7 +10,8 @@ hairline fracture covers a few hundredths of a percent of a radiograph):
 * ``lse`` (log-sum-exp with sharpness ``r``, Wang et al. 2017) sits between them;
 * ``topk`` averages the top ``fraction`` of locations (GMIC's top-t% pooling,
   Shen et al. 2021): as focused as max, but its gradient reaches several
-  locations, so training is steadier.
+  locations, so training is steadier. ``topk:0.01`` sets the fraction
+  (default 0.02).
 
 None has parameters, so every pooling shares the same weights layout.
 Measured on frozen ImageNet features at 512 px (README, "What learns"): top-k
@@ -27,19 +28,44 @@ from torch import nn
 POOLINGS: tuple[str, ...] = ("avg", "max", "lse", "topk")
 
 
-def check_pooling(kind: str) -> str:
+TOPK_FRACTION = 0.02  # GMIC's t; "topk:F" sets another
+
+
+def parse_pooling(spec: str) -> tuple[str, float]:
+    """``"topk:0.01"`` -> ("topk", 0.01); a bare kind takes the default top-k fraction.
+
+    Why a suffix and not another config key: the fraction only means something
+    for ``topk``, and one string travels in the checkpoint's model config as the
+    pooling always has, so older checkpoints load unchanged.
+    """
+    kind, _, rest = str(spec).partition(":")
     if kind not in POOLINGS:
-        raise ValueError(f"unknown pooling {kind!r}; available: {', '.join(POOLINGS)}")
-    return kind
+        raise ValueError(f"unknown pooling {spec!r}; available: {', '.join(POOLINGS)} (top-k with its fraction: "
+                         "topk:0.01)")
+    if not rest:
+        return kind, TOPK_FRACTION
+    try:
+        fraction = float(rest)
+    except ValueError:
+        fraction = float("nan")
+    if kind != "topk" or not 0.0 < fraction <= 1.0:
+        raise ValueError(f"pooling {spec!r}: only topk takes a fraction, and it must be in (0, 1], e.g. topk:0.01")
+    return kind, fraction
+
+
+def check_pooling(spec: str) -> str:
+    parse_pooling(spec)
+    return spec
 
 
 class GlobalPool(nn.Module):
     """(B, C, H, W) -> (B, C, 1, 1) (or (B, C) with ``flatten``) by average, max, log-sum-exp or top-k mean."""
 
     def __init__(self, kind: str = "avg", sharpness: float = 5.0, fresh_output: bool = False,
-                 fraction: float = 0.02, flatten: bool = False) -> None:
+                 fraction: float | None = None, flatten: bool = False) -> None:
         super().__init__()
-        self.kind = check_pooling(kind)
+        self.kind, parsed = parse_pooling(kind)
+        fraction = parsed if fraction is None else fraction
         self.sharpness = float(sharpness)
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"top-k fraction must be in (0, 1], got {fraction}")
