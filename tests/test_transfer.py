@@ -350,6 +350,11 @@ def test_stored_features_are_the_model_s_and_a_machine_without_the_memory_is_tol
     with pytest.raises(ConfigError, match=r"(?s)needs 0\.0 GB.*model.name=mil_efficientnet_lite0 .*backbone=frozen"):
         feature_store.compute_features(model, Images(), batch_size=2, progress=False, desc="frozen features (train)")
     assert model.training is False  # the model's mode is restored on the way out, error or not
+    # DDP: 4 ranks on one node each store all of them; 100 kB fits one copy, not four
+    monkeypatch.setattr(feature_store, "available_memory", lambda: 100_000)
+    assert feature_store.allocate_features(5, (232, 4, 4)).shape == (5, 232, 4, 4)
+    with pytest.raises(ConfigError, match=r"4 processes on this machine.*fewer devices per node"):
+        feature_store.allocate_features(5, (232, 4, 4), "frozen features (train)", copies=4)
 
 
 def test_auto_precision_uses_bf16_only_where_the_cpu_computes_it(monkeypatch: pytest.MonkeyPatch) -> None:

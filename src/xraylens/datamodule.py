@@ -255,7 +255,8 @@ class RadiographDataModule(L.LightningDataModule):
                                         num_workers=self.cfg.data.num_workers, device=device,
                                         channels_last=self.cfg.train.channels_last, progress=progress,
                                         precision=self.cfg.train.feature_precision,
-                                        desc=f"frozen features ({name})", tail=self.cfg.train.trainable_stages)
+                                        desc=f"frozen features ({name})", tail=self.cfg.train.trainable_stages,
+                                        copies=self.trainer.num_devices if self.trainer is not None else 1)
         log.info("computed frozen features for %d %s images: %s float16 (computed in %s)", len(features), name,
                  tuple(features.shape[1:]), resolve_precision(self.cfg.train.feature_precision, device))
         masks = None if boxes is None else grid_masks(boxes, len(features), self.prep.size, features.shape[-2:])

@@ -56,7 +56,8 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str
 @torch.inference_mode()
 def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16, num_workers: int = 0,
                      channels_last: bool = True, device: str | torch.device = "cpu", precision: str = "32",
-                     progress: bool = True, desc: str = "features", tail: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                     progress: bool = True, desc: str = "features", tail: int = 0,
+                     copies: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """``model.features`` of every sample of ``images`` (dicts with ``image`` and ``ok``).
 
     Returns (N, K, h, w) float16 features and the (N,) bool ``ok`` flags
@@ -66,6 +67,8 @@ def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16,
     (README); evaluation and inference still run the model in fp32. ``"auto"``
     picks bf16 where the hardware has it (:func:`resolve_precision`). ``tail``
     stops that many stages early (partial fine-tuning trains the rest).
+    ``copies``: processes on this machine storing the same features at once
+    (DDP ranks on one node), counted in the memory check.
     """
     if precision not in FEATURE_PRECISIONS:
         raise ValueError(f"feature precision must be one of {', '.join(FEATURE_PRECISIONS)}, got {precision!r}")
@@ -89,7 +92,7 @@ def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16,
             with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 features = model.features(x, tail=tail)
             if stored is None:  # the first batch gives the shape: claim the whole store at once, or say why not
-                stored = allocate_features(total, tuple(features.shape[1:]), desc)
+                stored = allocate_features(total, tuple(features.shape[1:]), desc, copies=copies)
             stored[done : done + len(features)] = features.to("cpu", torch.float16)
             oks[done : done + len(features)] = batch["ok"].bool()
             done += len(features)
@@ -99,19 +102,22 @@ def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16,
     return stored, oks
 
 
-def allocate_features(count: int, shape: tuple[int, ...], desc: str = "features") -> torch.Tensor:
+def allocate_features(count: int, shape: tuple[int, ...], desc: str = "features", copies: int = 1) -> torch.Tensor:
     """An empty (count, *shape) float16 store, after checking that this machine has the memory for it.
 
     Why one store, filled in place: collecting batches and concatenating them
     needs twice the memory at the end, and at MURA's size (37k images) that is
-    the difference between fitting in RAM and being killed mid-setup.
+    the difference between fitting in RAM and being killed mid-setup. Every DDP
+    rank stores all the features (``copies`` of them share the node's RAM), and
+    each rank checks before any has filled its store, so the check counts them all.
     """
-    need = count * math.prod(shape) * 2
+    need = count * math.prod(shape) * 2 * max(1, copies)
     have = available_memory()
     if have is not None and need > 0.9 * have:
+        ranks = f" ({copies} processes on this machine, each with its own copy)" if copies > 1 else ""
         raise FeatureMemoryError(
-            f"{desc}: storing {count:,} images x {shape} float16 features needs {need / 1e9:.1f} GB and this "
-            f"machine has {have / 1e9:.1f} GB available. Use a model with a smaller map "
+            f"{desc}: storing {count:,} images x {shape} float16 features needs {need / 1e9:.1f} GB{ranks} and this "
+            f"machine has {have / 1e9:.1f} GB available. Use {'fewer devices per node, ' if copies > 1 else ''}a model with a smaller map "
             "(model.name=mil_efficientnet_lite0 stores half of mil_efficientnet_lite0_multiscale's), a smaller "
             "data.image_size, train.backbone=frozen (features recomputed every epoch, nothing stored), or more RAM")
     return torch.empty((count, *shape), dtype=torch.float16)
