@@ -148,7 +148,7 @@ def find_boxes(
     each other (city-block distance) are one region, boxed together: a plate's
     screw heads light up one by one, and each was a box too small for the
     plate's (on the demo's films 44 % of the hardware boxes were right; with
-    the join 59 %, every kind better, top box right 66 % -> 73 %; README,
+    the join 59 %, no kind worse, top box right 66 % -> 73 %; README,
     "Per kind, and a finer native map"). 0 boxes every component on its own.
     """
     heat = np.asarray(heatmap, dtype=np.float32)

@@ -99,8 +99,8 @@ class SpatialMIL(nn.Module):
     def saliency(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, S, S) -> (B, h, w) instance logits: where the model finds the abnormality.
 
-        A stacked backbone is read on its finest stage's grid (:meth:`StackedTrunk.fine`), a finer map
-        from the same head; the others give the grid their logit pools.
+        A stacked backbone is read on its finest stage's grid (:meth:`StackedTrunk.fine`): a finer map
+        from the same head. Other backbones give the grid their logit pools.
         """
         features = self.backbone.fine(x) if isinstance(self.backbone, StackedTrunk) else self.backbone(x)
         return self.head(features)[:, 0]
@@ -160,15 +160,16 @@ class StackedTrunk(nn.Module):
     def fine(self, x: torch.Tensor) -> torch.Tensor:
         """The stacked map on the finest stage's grid (stride 8 for blocks 2-4): what the saliency map reads.
 
-        Why: a stride-16 cell is 16 px, and realistic fracture boxes are 5-12 px
-        thin, so the coarse map's peak (a cell's centre) often lands a few
-        pixels beside a line the model found (16 % of fracture films at
+        Why: a stride-16 cell is 16 px, and many realistic fracture boxes are
+        3-12 px thin, so the coarse map's peak (a cell's centre) often lands a
+        few pixels beside a line the model found (16 % of fracture films at
         realistic 3000). The trained head read at stride 8 moved explain-eval's
         pointing game from 53 % to 60 % on those fractures, hardware 86 % ->
-        97 % (README, "Per kind, and a finer native map"). Each stage is averaged over the window its
-        2 x 2 halvings would cover, centred (3 x 3 for one halving, stride 1),
-        so the head sees the statistics it was trained on; coarser stages are
-        interpolated bilinearly. Classification still pools the coarse grid.
+        97 % (README, "Per kind, and a finer native map"). A stage that is
+        pooled 2 x 2 for the grid is averaged over a centred window of that
+        extent instead (3 x 3 for one halving, stride 1), so the head sees the
+        statistics it was trained on; coarser stages are interpolated
+        bilinearly. Classification still pools the coarse grid.
         """
         maps = self._stage_maps(x)
         finest = max(halvings for halvings, _ in maps)
