@@ -468,7 +468,8 @@ _HOW_TO_READ = """## How to read this
   (Adebayo et al. 2018). "Head-insensitive": the map did not change when only the classifier head was
   randomised (expected for Eigen-CAM, which ignores the class).
 - CAMs live on one feature map, the CAM layer above (stride 32 for the torchvision models: a 4x4 grid at
-  128 px input; stride 16 for the mil_* models: 32x32 at 512 px), so small findings cannot be boxed
+  128 px input; stride 16 for the mil_* models: 32x32 at 512 px; the stacked model's own map, stride 8),
+  and regions within 6% of the long side are boxed together, so small findings cannot be boxed
   tightly on a coarse grid; IoU is the harshest score here. Score-CAM runs one forward pass per
   feature channel per image and is left out by default (add it with --methods and a small --limit).
 """
