@@ -61,13 +61,9 @@ def main() -> None:
     loaded = load_checkpoint(args.checkpoint)
     model = loaded.model.eval()
     x, geometry, truth = images_with_boxes(loaded, args.data, args.limit, 0)
-    trunk = model.backbone
-
-    def fine(images):
-        return model.head(trunk.fine(images))[:, 0]
-
-    variants = {"stride 16": lambda i: model.head(trunk(i))[:, 0], "stride 8": fine,
-                "stride 4 (2x2 shifts)": lambda i: stitched(fine, i)}
+    # saliency is the head on StackedTrunk.fine (stride 8); classify_with_map's map is the pooled grid
+    variants = {"stride 16": lambda i: model.classify_with_map(model.features(i))[1], "stride 8": model.saliency,
+                "stride 4 (2x2 shifts)": lambda i: stitched(model.saliency, i)}
     for name, read in variants.items():
         start = time.time()
         with torch.no_grad():
