@@ -215,13 +215,17 @@ def test_mil_recipes_learn_and_leave_a_frozen_backbone_untouched(blob_root: Path
 
 @pytest.mark.slow
 @needs_weights
-def test_partial_fine_tuning_trains_the_last_stage_on_features_stored_before_it(blob_root: Path,
-                                                                                tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])  # onnxruntime: the trunk exported before blocks.4
+def test_partial_fine_tuning_trains_the_last_stage_on_features_stored_before_it(blob_root: Path, tmp_path: Path,
+                                                                                engine: str) -> None:
+    from xraylens.feature_engine import onnx_available
     from xraylens.models import load_checkpoint
     from xraylens.training import fit
 
+    if engine == "onnxruntime" and not onnx_available():
+        pytest.skip("the onnx extra is not installed")
     cfg = _cfg(blob_root, "train.epochs=3", "train.backbone=cached", "train.trainable_stages=1",
-               "model.pretrained=true")
+               "model.pretrained=true", f"train.feature_engine={engine}")
     result = fit(cfg, tmp_path / "partial", progress=False)
     table = pd.read_csv(result.run_dir / "metrics.csv")
     assert table["train_loss"].iloc[-1] < table["train_loss"].iloc[0]

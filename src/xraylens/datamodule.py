@@ -240,21 +240,41 @@ class RadiographDataModule(L.LightningDataModule):
             self.train_set = self._dataset(self.data.train, train=True)
             self.val_set = self._dataset(self.data.val, train=False)
         else:
-            self.train_set = self._features(self.data.train, "train", hflip=self.cfg.data.augment.hflip,
-                                            boxes=self.data.train_boxes)
-            self.val_set = self._features(self.data.val, "val", hflip=False)
+            runner = self._trunk_runner()
+            try:
+                self.train_set = self._features(self.data.train, "train", hflip=self.cfg.data.augment.hflip,
+                                                boxes=self.data.train_boxes, runner=runner)
+                self.val_set = self._features(self.data.val, "val", hflip=False, runner=runner)
+            finally:
+                if hasattr(runner[0], "close"):
+                    runner[0].close()
+
+    def _device(self) -> torch.device | str:
+        return self.trainer.strategy.root_device if self.trainer is not None else "cpu"
+
+    def _trunk_runner(self) -> tuple[Any, str]:
+        """What computes the frozen features, built once for train and validation (one ONNX export)."""
+        from xraylens.feature_engine import resolve_engine, trunk_runner
+        from xraylens.features import resolve_precision
+
+        t = self.cfg.train
+        engine = resolve_engine(t.feature_engine, resolve_precision(t.feature_precision, self._device()),
+                                self._device())
+        return trunk_runner(self.feature_model, (self.prep.in_channels, self.prep.size, self.prep.size), engine,
+                            tail=t.trainable_stages, desc="frozen features")
 
     def _features(self, table: pd.DataFrame, name: str, hflip: bool,
-                  boxes: dict[int, np.ndarray] | None = None) -> Dataset:
+                  boxes: dict[int, np.ndarray] | None = None, runner: tuple[Any, str] | None = None) -> Dataset:
         from xraylens.features import FeatureSet, compute_features, resolve_precision
 
         images = self._dataset(table, train=False)  # un-augmented squares: features are computed once
-        device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
+        device = self._device()
         progress = self.trainer is None or self.trainer.progress_bar_callback is not None
         features, ok = compute_features(self.feature_model, images, batch_size=self.cfg.train.batch_size,
                                         num_workers=self.cfg.data.num_workers, device=device,
                                         channels_last=self.cfg.train.channels_last, progress=progress,
                                         precision=self.cfg.train.feature_precision,
+                                        runner=runner,
                                         desc=f"frozen features ({name})", tail=self.cfg.train.trainable_stages,
                                         copies=self.trainer.num_devices if self.trainer is not None else 1)
         log.info("computed frozen features for %d %s images: %s float16 (computed in %s)", len(features), name,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,7 +58,8 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str
 def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16, num_workers: int = 0,
                      channels_last: bool = True, device: str | torch.device = "cpu", precision: str = "32",
                      progress: bool = True, desc: str = "features", tail: int = 0,
-                     copies: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                     copies: int = 1, engine: str = "torch",
+                     runner: tuple[Any, str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``model.features`` of every sample of ``images`` (dicts with ``image`` and ``ok``).
 
     Returns (N, K, h, w) float16 features and the (N,) bool ``ok`` flags
@@ -68,11 +70,23 @@ def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16,
     picks bf16 where the hardware has it (:func:`resolve_precision`). ``tail``
     stops that many stages early (partial fine-tuning trains the rest).
     ``copies``: processes on this machine storing the same features at once
-    (DDP ranks on one node), counted in the memory check.
+    (DDP ranks on one node), counted in the memory check. ``engine``:
+    ``"torch"``, ``"onnxruntime"`` (float32 on the CPU, 2.7-4x faster without
+    native bf16) or ``"auto"`` (:func:`xraylens.feature_engine.resolve_engine`).
+    ``runner``: a :func:`xraylens.feature_engine.trunk_runner` built by the
+    caller, reused across calls (one export for train and validation); it
+    replaces ``engine`` and stays open.
     """
+    from xraylens.feature_engine import resolve_engine, trunk_runner
+
     if precision not in FEATURE_PRECISIONS:
         raise ValueError(f"feature precision must be one of {', '.join(FEATURE_PRECISIONS)}, got {precision!r}")
     precision = resolve_precision(precision, device)
+    engine = runner[1] if runner is not None else resolve_engine(engine, precision, device)
+    if engine == "onnxruntime":
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"the onnxruntime feature engine runs on the CPU; got device {device}")
+        precision = "32"  # ONNX Runtime computes the exported float32 graph
     from tqdm.auto import tqdm
 
     total = len(images)
@@ -84,19 +98,26 @@ def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16,
     stored: torch.Tensor | None = None
     oks = torch.zeros(total, dtype=torch.bool)
     done = 0
+    run, owned = (runner[0], False) if runner is not None else (None, True)
     try:
         for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             x = batch["image"].to(device)
-            if channels_last:
+            if run is None:
+                run, engine = trunk_runner(model, tuple(x.shape[1:]), engine, tail=tail, desc=desc)
+            if done == 0:
+                log.info("%s: computed by %s in %s", desc, engine, "bfloat16" if precision == "bf16" else "float32")
+            if channels_last and engine == "torch":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                features = model.features(x, tail=tail)
+                features = run(x)
             if stored is None:  # the first batch gives the shape: claim the whole store at once, or say why not
                 stored = allocate_features(total, tuple(features.shape[1:]), desc, copies=copies)
             stored[done : done + len(features)] = features.to("cpu", torch.float16)
             oks[done : done + len(features)] = batch["ok"].bool()
             done += len(features)
     finally:
+        if owned and hasattr(run, "close"):
+            run.close()
         model.train(was_training)
     assert stored is not None and done == total
     return stored, oks

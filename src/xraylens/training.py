@@ -383,11 +383,20 @@ def check_train_settings(cfg: ExperimentConfig) -> None:
                                 ("train.schedule", t.schedule, SCHEDULES)):
         if value not in allowed:
             raise ConfigError(f"{key}={value!r}; choose one of {', '.join(allowed)}")
+    from xraylens.feature_engine import FEATURE_ENGINES
     from xraylens.features import FEATURE_PRECISIONS
 
     if t.feature_precision not in FEATURE_PRECISIONS:
         raise ConfigError(f"train.feature_precision={t.feature_precision!r}; choose one of "
                           f"{', '.join(FEATURE_PRECISIONS)}")
+    if t.feature_engine not in FEATURE_ENGINES:
+        raise ConfigError(f"train.feature_engine={t.feature_engine!r}; choose one of {', '.join(FEATURE_ENGINES)}")
+    if t.feature_engine == "onnxruntime" and t.feature_precision == "bf16":
+        raise ConfigError("train.feature_engine=onnxruntime computes float32 features; use train.feature_precision=32 "
+                          "(or auto) with it, or train.feature_engine=torch for bf16")
+    if t.feature_engine == "onnxruntime" and t.accelerator not in ("cpu", "auto"):
+        raise ConfigError(f"train.feature_engine=onnxruntime runs on the CPU; with train.accelerator={t.accelerator} "
+                          "use train.feature_engine=torch (or auto)")
     if cfg.data.clahe_clip < 0:
         raise ConfigError(f"data.clahe_clip is a CLAHE clip limit (e.g. 2.0), or 0 for off; got {cfg.data.clahe_clip}")
     if t.accumulate_grad_batches < 1:
