@@ -36,19 +36,9 @@ from torch import nn
 
 from xraylens.config import ModelConfig
 from xraylens.models import create_model_from_config
+from xraylens.onnx_cpu import Trunk
 
 ENGINES = ("eager", "channels_last", "fused", "jit", "onnxruntime", "bf16")
-
-
-class Trunk(nn.Module):
-    """``model.features`` as a module of its own: what the engines compile."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.features(x)
 
 
 def fold_batchnorms(module: nn.Module) -> int:
@@ -90,9 +80,9 @@ def engine(name: str, model: nn.Module, example: torch.Tensor) -> Callable[[torc
             traced = torch.jit.trace(trunk, example)
         return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
     if name == "onnxruntime":  # the package's own engine (train.feature_engine=onnxruntime)
-        from xraylens.feature_engine import OnnxTrunk
+        from xraylens.onnx_cpu import OnnxModule
 
-        return OnnxTrunk(model, example)
+        return OnnxModule(Trunk(copy.deepcopy(model)), example)
     raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
 
 

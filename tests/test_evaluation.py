@@ -157,6 +157,27 @@ def test_ensemble_is_the_mean_of_its_members(setup):
     assert np.isnan(both).sum() == 1 and np.nanstd(pa) > 1e-3
 
 
+def test_onnxruntime_engine_gives_pytorch_s_probabilities(setup, caplog):
+    from xraylens.data.mura import index_dataset
+    from xraylens.onnx_cpu import onnx_available
+
+    if not onnx_available():
+        pytest.skip("the onnx extra is not installed")
+    table = index_dataset(setup["root"], splits=("valid",), progress=False).table
+    models = [load_checkpoint(setup["a"]), load_checkpoint(setup["b"])]  # an ensemble of two sizes
+    reference = predict_table(models, table, batch_size=8, progress=False)
+    with caplog.at_level("WARNING"):
+        onnx = predict_table(models, table, batch_size=8, progress=False, engine="onnxruntime")
+    assert "PyTorch" not in caplog.text  # both exported and passed the parity check: no fallback
+    # float32 rounding, amplified by the fixture's 100x head: ~4e-5 at most in a probability
+    np.testing.assert_allclose(onnx, reference, atol=2e-4, equal_nan=True)
+    assert not np.array_equal(onnx, reference, equal_nan=True)  # ONNX Runtime really ran
+    assert np.isnan(onnx).sum() == 1 and np.nanstd(onnx) > 1e-3
+    # auto: a job this small (19 images) would not pay for the export, so PyTorch runs it
+    assert np.array_equal(predict_table(models, table, batch_size=8, progress=False, engine="auto"), reference,
+                          equal_nan=True)
+
+
 def test_calibration_and_threshold_use_the_training_validation_subset(setup):
     from xraylens.data.mura import index_dataset
     from xraylens.data.splits import split_train_val

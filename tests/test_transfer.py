@@ -218,8 +218,8 @@ def test_mil_recipes_learn_and_leave_a_frozen_backbone_untouched(blob_root: Path
 @pytest.mark.parametrize("engine", ["torch", "onnxruntime"])  # onnxruntime: the trunk exported before blocks.4
 def test_partial_fine_tuning_trains_the_last_stage_on_features_stored_before_it(blob_root: Path, tmp_path: Path,
                                                                                 engine: str) -> None:
-    from xraylens.feature_engine import onnx_available
     from xraylens.models import load_checkpoint
+    from xraylens.onnx_cpu import onnx_available
     from xraylens.training import fit
 
     if engine == "onnxruntime" and not onnx_available():

@@ -240,28 +240,29 @@ class RadiographDataModule(L.LightningDataModule):
             self.train_set = self._dataset(self.data.train, train=True)
             self.val_set = self._dataset(self.data.val, train=False)
         else:
+            from xraylens.onnx_cpu import close
+
             runner = self._trunk_runner()
             try:
                 self.train_set = self._features(self.data.train, "train", hflip=self.cfg.data.augment.hflip,
                                                 boxes=self.data.train_boxes, runner=runner)
                 self.val_set = self._features(self.data.val, "val", hflip=False, runner=runner)
             finally:
-                if hasattr(runner[0], "close"):
-                    runner[0].close()
+                close(runner[0])
 
     def _device(self) -> torch.device | str:
         return self.trainer.strategy.root_device if self.trainer is not None else "cpu"
 
     def _trunk_runner(self) -> tuple[Any, str]:
         """What computes the frozen features, built once for train and validation (one ONNX export)."""
-        from xraylens.feature_engine import resolve_engine, trunk_runner
         from xraylens.features import resolve_precision
+        from xraylens.onnx_cpu import Trunk, resolve_engine, runner
 
         t = self.cfg.train
         engine = resolve_engine(t.feature_engine, resolve_precision(t.feature_precision, self._device()),
-                                self._device())
-        return trunk_runner(self.feature_model, (self.prep.in_channels, self.prep.size, self.prep.size), engine,
-                            tail=t.trainable_stages, desc="frozen features")
+                                self._device(), images=len(self.data.train) + len(self.data.val))
+        return runner(Trunk(self.feature_model, t.trainable_stages),
+                      (self.prep.in_channels, self.prep.size, self.prep.size), engine, desc="frozen features")
 
     def _features(self, table: pd.DataFrame, name: str, hflip: bool,
                   boxes: dict[int, np.ndarray] | None = None, runner: tuple[Any, str] | None = None) -> Dataset:

@@ -151,7 +151,7 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> DemoResult:
     # The later stages' folders are the demo's own: a rerun with the same settings (the checks above
     # refuse other ones) replaces them, which is what "rerunning continues" means for them.
     report = evaluate([best], out / "data", split="valid", out=out / "eval", n_boot=settings.bootstrap,
-                      num_workers=0, progress=progress, overwrite=True)
+                      num_workers=0, progress=progress, overwrite=True, engine="auto")
 
     stage("explain-eval")
     loaded = load_checkpoint(best)

@@ -72,17 +72,18 @@ def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16,
     ``copies``: processes on this machine storing the same features at once
     (DDP ranks on one node), counted in the memory check. ``engine``:
     ``"torch"``, ``"onnxruntime"`` (float32 on the CPU, 2.7-4x faster without
-    native bf16) or ``"auto"`` (:func:`xraylens.feature_engine.resolve_engine`).
-    ``runner``: a :func:`xraylens.feature_engine.trunk_runner` built by the
+    native bf16) or ``"auto"`` (:func:`xraylens.onnx_cpu.resolve_engine`).
+    ``runner``: a :func:`xraylens.onnx_cpu.runner` of :class:`~xraylens.onnx_cpu.Trunk` built by the
     caller, reused across calls (one export for train and validation); it
     replaces ``engine`` and stays open.
     """
-    from xraylens.feature_engine import resolve_engine, trunk_runner
+    from xraylens.onnx_cpu import Trunk, close, resolve_engine
+    from xraylens.onnx_cpu import runner as make_runner
 
     if precision not in FEATURE_PRECISIONS:
         raise ValueError(f"feature precision must be one of {', '.join(FEATURE_PRECISIONS)}, got {precision!r}")
     precision = resolve_precision(precision, device)
-    engine = runner[1] if runner is not None else resolve_engine(engine, precision, device)
+    engine = runner[1] if runner is not None else resolve_engine(engine, precision, device, images=len(images))
     if engine == "onnxruntime":
         if torch.device(device).type != "cpu":
             raise ValueError(f"the onnxruntime feature engine runs on the CPU; got device {device}")
@@ -103,7 +104,7 @@ def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16,
         for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             x = batch["image"].to(device)
             if run is None:
-                run, engine = trunk_runner(model, tuple(x.shape[1:]), engine, tail=tail, desc=desc)
+                run, engine = make_runner(Trunk(model, tail), tuple(x.shape[1:]), engine, desc=desc)
             if done == 0:
                 log.info("%s: computed by %s in %s", desc, engine, "bfloat16" if precision == "bf16" else "float32")
             if channels_last and engine == "torch":
@@ -116,8 +117,8 @@ def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16,
             oks[done : done + len(features)] = batch["ok"].bool()
             done += len(features)
     finally:
-        if owned and hasattr(run, "close"):
-            run.close()
+        if owned:
+            close(run)
         model.train(was_training)
     assert stored is not None and done == total
     return stored, oks

@@ -383,14 +383,14 @@ def check_train_settings(cfg: ExperimentConfig) -> None:
                                 ("train.schedule", t.schedule, SCHEDULES)):
         if value not in allowed:
             raise ConfigError(f"{key}={value!r}; choose one of {', '.join(allowed)}")
-    from xraylens.feature_engine import FEATURE_ENGINES
     from xraylens.features import FEATURE_PRECISIONS
+    from xraylens.onnx_cpu import ENGINES
 
     if t.feature_precision not in FEATURE_PRECISIONS:
         raise ConfigError(f"train.feature_precision={t.feature_precision!r}; choose one of "
                           f"{', '.join(FEATURE_PRECISIONS)}")
-    if t.feature_engine not in FEATURE_ENGINES:
-        raise ConfigError(f"train.feature_engine={t.feature_engine!r}; choose one of {', '.join(FEATURE_ENGINES)}")
+    if t.feature_engine not in ENGINES:
+        raise ConfigError(f"train.feature_engine={t.feature_engine!r}; choose one of {', '.join(ENGINES)}")
     if t.feature_engine == "onnxruntime" and t.feature_precision == "bf16":
         raise ConfigError("train.feature_engine=onnxruntime computes float32 features; use train.feature_precision=32 "
                           "(or auto) with it, or train.feature_engine=torch for bf16")

@@ -8,13 +8,13 @@ import logging
 import pytest
 import torch
 
-from xraylens import feature_engine
-from xraylens.feature_engine import resolve_engine, trunk_runner
+from xraylens import onnx_cpu
 from xraylens.features import compute_features
 from xraylens.models import create_model
+from xraylens.onnx_cpu import Trunk, resolve_engine, runner
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-needs_onnx = pytest.mark.skipif(not feature_engine.onnx_available(), reason="the onnx extra is not installed")
+needs_onnx = pytest.mark.skipif(not onnx_cpu.onnx_available(), reason="the onnx extra is not installed")
 
 
 class ImageSet(torch.utils.data.Dataset):
@@ -31,12 +31,14 @@ class ImageSet(torch.utils.data.Dataset):
 
 
 def test_auto_picks_onnxruntime_only_for_float32_features_on_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(feature_engine, "onnx_available", lambda: True)
+    monkeypatch.setattr(onnx_cpu, "onnx_available", lambda: True)
     assert resolve_engine("auto", "32", "cpu") == "onnxruntime"
     assert resolve_engine("auto", "bf16", "cpu") == "torch"  # bf16 autocast is PyTorch's
     assert resolve_engine("auto", "32", "cuda:0") == "torch"
     assert resolve_engine("torch", "32", "cpu") == "torch"
-    monkeypatch.setattr(feature_engine, "onnx_available", lambda: False)  # extra not installed: no error
+    assert resolve_engine("auto", "32", "cpu", images=100) == "torch"  # too few to pay for an export
+    assert resolve_engine("auto", "32", "cpu", images=1000) == "onnxruntime"
+    monkeypatch.setattr(onnx_cpu, "onnx_available", lambda: False)  # extra not installed: no error
     assert resolve_engine("auto", "32", "cpu") == "torch"
     with pytest.raises(ValueError, match="onnxruntime"):
         resolve_engine("tensorrt", "32", "cpu")
@@ -65,7 +67,7 @@ def test_a_failed_export_falls_back_to_pytorch_and_says_why(monkeypatch: pytest.
     def broken(*args, **kwargs):
         raise RuntimeError("an operator the exporter does not know")
 
-    monkeypatch.setattr(feature_engine, "OnnxTrunk", broken)
+    monkeypatch.setattr(onnx_cpu, "OnnxModule", broken)
     torch.manual_seed(0)
     model = create_model("mil_efficientnet_lite0").eval()
     with caplog.at_level(logging.WARNING):
@@ -78,13 +80,13 @@ def test_a_failed_export_falls_back_to_pytorch_and_says_why(monkeypatch: pytest.
 @needs_onnx
 def test_features_that_disagree_with_pytorch_are_not_used(monkeypatch: pytest.MonkeyPatch,
                                                          caplog: pytest.LogCaptureFixture) -> None:
-    real_call = feature_engine.OnnxTrunk.__call__
-    monkeypatch.setattr(feature_engine.OnnxTrunk, "__call__", lambda self, x: real_call(self, x) * 1.01)
+    real_call = onnx_cpu.OnnxModule.__call__
+    monkeypatch.setattr(onnx_cpu.OnnxModule, "__call__", lambda self, x: real_call(self, x) * 1.01)
     torch.manual_seed(0)
     model = create_model("mil_efficientnet_lite0").eval()
     with caplog.at_level(logging.WARNING):
-        run, engine = trunk_runner(model, (1, 64, 64), "onnxruntime")
-    assert engine == "torch" and "differ from PyTorch's" in caplog.text
+        run, engine = runner(Trunk(model), (1, 64, 64), "onnxruntime")
+    assert engine == "torch" and "differs from PyTorch's" in caplog.text
     x = ImageSet(2).x
     with torch.no_grad():
         assert torch.equal(run(x), model.features(x))
@@ -102,3 +104,16 @@ def test_an_engine_that_cannot_run_the_recipe_is_refused_before_any_data_is_read
         with pytest.raises(ConfigError, match=match):
             fit(_cfg(nowhere, "train.backbone=cached", *overrides), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@needs_onnx
+def test_the_export_leaves_a_training_model_training() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)).train()
+    run, engine = runner(model, (1, 16, 16), "onnxruntime")
+    assert engine == "onnxruntime" and model.training and model[1].training
+    x = torch.rand(3, 1, 16, 16)
+    with torch.no_grad():
+        expected = model.eval()(x)  # ONNX holds the eval-mode graph: running statistics, not the batch's
+    assert torch.allclose(run(x), expected, atol=1e-5)
+    onnx_cpu.close(run)
