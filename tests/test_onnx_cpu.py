@@ -34,6 +34,9 @@ def test_auto_picks_onnxruntime_only_for_float32_features_on_a_cpu(monkeypatch: 
     monkeypatch.setattr(onnx_cpu, "onnx_available", lambda: True)
     assert resolve_engine("auto", "32", "cpu") == "onnxruntime"
     assert resolve_engine("auto", "bf16", "cpu") == "torch"  # bf16 autocast is PyTorch's
+    # precision auto (demo_cpu's) takes ONNX Runtime's float32 even where the CPU has native bf16
+    assert resolve_engine("auto", "auto", "cpu") == "onnxruntime"
+    assert resolve_engine("auto", "auto", "cuda:0") == "torch"
     assert resolve_engine("auto", "32", "cuda:0") == "torch"
     assert resolve_engine("torch", "32", "cpu") == "torch"
     assert resolve_engine("auto", "32", "cpu", images=100) == "torch"  # too few to pay for an export
@@ -42,6 +45,17 @@ def test_auto_picks_onnxruntime_only_for_float32_features_on_a_cpu(monkeypatch: 
     assert resolve_engine("auto", "32", "cpu") == "torch"
     with pytest.raises(ValueError, match="onnxruntime"):
         resolve_engine("tensorrt", "32", "cpu")
+
+
+def test_features_are_float32_when_onnxruntime_computes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xraylens import features
+
+    monkeypatch.setattr(features, "resolve_precision", lambda precision, device="cpu": "bf16")  # a bf16 CPU
+    assert features.feature_precision("auto", "onnxruntime") == "32"
+    assert features.feature_precision("auto", "torch") == "bf16"
+    assert features.feature_precision("32", "onnxruntime") == "32"
+    with pytest.raises(ValueError, match="float32"):
+        features.feature_precision("bf16", "onnxruntime")
 
 
 @needs_onnx
@@ -117,3 +131,18 @@ def test_the_export_leaves_a_training_model_training() -> None:
         expected = model.eval()(x)  # ONNX holds the eval-mode graph: running statistics, not the batch's
     assert torch.allclose(run(x), expected, atol=1e-5)
     onnx_cpu.close(run)
+
+
+@needs_onnx
+def test_export_quiets_the_exporter_s_pass_logs_and_restores_their_levels(caplog: pytest.LogCaptureFixture) -> None:
+    loggers = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
+    for logger in loggers:
+        logger.setLevel(logging.INFO)
+    module = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU()).eval()
+    with caplog.at_level(logging.INFO):
+        program = onnx_cpu.dynamo_export(module, torch.rand(2, 1, 8, 8), input_names=["x"], output_names=["y"])
+    assert [i.name for i in program.model.graph.inputs] == ["x"]
+    assert not [r for r in caplog.records if r.name.startswith(("onnx_ir", "onnxscript")) and r.levelno < logging.WARNING]
+    assert [logger.level for logger in loggers] == [logging.INFO, logging.INFO]
+    for logger in loggers:
+        logger.setLevel(logging.NOTSET)

@@ -115,11 +115,13 @@ class TrainConfig:
     # finetune_lr_factor; with "cached" the features are stored before them, so epochs stay cheap.
     trainable_stages: int = 0
     # "bf16": compute cached features under bfloat16 autocast (~2x on CPUs with AVX-512 BF16 / AMX);
-    # "auto": bf16 where the hardware computes it natively, else 32
+    # "auto": 32 when ONNX Runtime computes them (feature_engine, below), else bf16 where the hardware
+    # computes it natively, else 32
     feature_precision: str = "32"
     # What computes the cached features: "torch", "onnxruntime" (the trunk exported once, float32 on the
-    # CPU: 2.7-4x PyTorch's speed on CPUs without native bf16) or "auto" (onnxruntime for float32 features
-    # on a CPU when the onnx extra is installed, else torch); a failed export or parity check falls back to torch
+    # CPU: 2.7x PyTorch's float32 on an AVX2 CPU, 2.5-3.4x its bf16 on one with AVX-512 BF16) or "auto"
+    # (onnxruntime on a CPU when the onnx extra is installed and feature_precision is not bf16, else torch);
+    # a failed export or parity check falls back to torch
     feature_engine: str = "torch"
     optimizer: str = "adam"  # "adam" (the MURA paper's) or "adamw" (decoupled weight decay)
     # "plateau": lr / 10 when validation loss stalls (the paper's); "onecycle": warmup then cosine decay

@@ -255,18 +255,17 @@ class RadiographDataModule(L.LightningDataModule):
 
     def _trunk_runner(self) -> tuple[Any, str]:
         """What computes the frozen features, built once for train and validation (one ONNX export)."""
-        from xraylens.features import resolve_precision
         from xraylens.onnx_cpu import Trunk, resolve_engine, runner
 
         t = self.cfg.train
-        engine = resolve_engine(t.feature_engine, resolve_precision(t.feature_precision, self._device()),
-                                self._device(), images=len(self.data.train) + len(self.data.val))
+        engine = resolve_engine(t.feature_engine, t.feature_precision, self._device(),
+                                images=len(self.data.train) + len(self.data.val))
         return runner(Trunk(self.feature_model, t.trainable_stages),
                       (self.prep.in_channels, self.prep.size, self.prep.size), engine, desc="frozen features")
 
     def _features(self, table: pd.DataFrame, name: str, hflip: bool,
                   boxes: dict[int, np.ndarray] | None = None, runner: tuple[Any, str] | None = None) -> Dataset:
-        from xraylens.features import FeatureSet, compute_features, resolve_precision
+        from xraylens.features import FeatureSet, compute_features, feature_precision
 
         images = self._dataset(table, train=False)  # un-augmented squares: features are computed once
         device = self._device()
@@ -279,7 +278,8 @@ class RadiographDataModule(L.LightningDataModule):
                                         desc=f"frozen features ({name})", tail=self.cfg.train.trainable_stages,
                                         copies=self.trainer.num_devices if self.trainer is not None else 1)
         log.info("computed frozen features for %d %s images: %s float16 (computed in %s)", len(features), name,
-                 tuple(features.shape[1:]), resolve_precision(self.cfg.train.feature_precision, device))
+                 tuple(features.shape[1:]),
+                 feature_precision(self.cfg.train.feature_precision, runner[1] if runner else "torch", device))
         masks = None if boxes is None else grid_masks(boxes, len(features), self.prep.size, features.shape[-2:])
         return FeatureSet(features, ok, torch.tensor(images.dataset.labels), torch.tensor(images.parts),
                           hflip=hflip, masks=masks)

@@ -86,6 +86,7 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path | None = None, *, o
 
     from xraylens.atomic import atomic_path
     from xraylens.models import load_checkpoint
+    from xraylens.onnx_cpu import dynamo_export
     from xraylens.output_dir import claim_output_file
 
     try:
@@ -100,11 +101,8 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path | None = None, *, o
                             overwrite=overwrite, what="ONNX export")
     wrapped = _exported_module(loaded.model, card.temperature).eval()
     example = torch.zeros(2, prep.in_channels, prep.size, prep.size)
-    program = torch.onnx.export(
-        wrapped, (example,), dynamo=True, external_data=False, opset_version=opset, verbose=False,
-        input_names=[INPUT_NAME], output_names=[LOGIT_NAME, PROBABILITY_NAME],
-        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
-    )
+    program = dynamo_export(wrapped, example, input_names=[INPUT_NAME],
+                            output_names=[LOGIT_NAME, PROBABILITY_NAME], opset=opset)
     program.model.metadata_props.update(_metadata(card))
     program.model.doc_string = (f"xraylens {card.architecture}: input '{INPUT_NAME}' (B, {prep.in_channels}, "
                                 f"{prep.size}, {prep.size}) normalised; outputs logit, probability (B, 1)")

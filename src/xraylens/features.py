@@ -54,6 +54,15 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str
     return "bf16" if any(flag in flags for flag in BF16_CPU_FLAGS) else "32"
 
 
+def feature_precision(precision: str, engine: str, device: str | torch.device = "cpu") -> str:
+    """The precision features are computed in, once the engine is chosen: ONNX Runtime runs float32."""
+    if engine == "onnxruntime":
+        if precision == "bf16":
+            raise ValueError("the onnxruntime feature engine computes float32; use precision 32 or auto with it")
+        return "32"
+    return resolve_precision(precision, device)
+
+
 @torch.inference_mode()
 def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16, num_workers: int = 0,
                      channels_last: bool = True, device: str | torch.device = "cpu", precision: str = "32",
@@ -67,12 +76,13 @@ def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16,
     ``precision="bf16"`` runs the backbone under bfloat16 autocast: about 2x
     faster on a CPU with AVX-512 bf16, and within noise of fp32 in our sweep
     (README); evaluation and inference still run the model in fp32. ``"auto"``
-    picks bf16 where the hardware has it (:func:`resolve_precision`). ``tail``
+    picks bf16 where the hardware has it (:func:`resolve_precision`), unless
+    ONNX Runtime computes the features (:func:`feature_precision`). ``tail``
     stops that many stages early (partial fine-tuning trains the rest).
     ``copies``: processes on this machine storing the same features at once
     (DDP ranks on one node), counted in the memory check. ``engine``:
-    ``"torch"``, ``"onnxruntime"`` (float32 on the CPU, 2.7-4x faster without
-    native bf16) or ``"auto"`` (:func:`xraylens.onnx_cpu.resolve_engine`).
+    ``"torch"``, ``"onnxruntime"`` (float32 on the CPU, faster than PyTorch's
+    float32 and bf16 alike) or ``"auto"`` (:func:`xraylens.onnx_cpu.resolve_engine`).
     ``runner``: a :func:`xraylens.onnx_cpu.runner` of :class:`~xraylens.onnx_cpu.Trunk` built by the
     caller, reused across calls (one export for train and validation); it
     replaces ``engine`` and stays open.
@@ -82,12 +92,10 @@ def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16,
 
     if precision not in FEATURE_PRECISIONS:
         raise ValueError(f"feature precision must be one of {', '.join(FEATURE_PRECISIONS)}, got {precision!r}")
-    precision = resolve_precision(precision, device)
     engine = runner[1] if runner is not None else resolve_engine(engine, precision, device, images=len(images))
-    if engine == "onnxruntime":
-        if torch.device(device).type != "cpu":
-            raise ValueError(f"the onnxruntime feature engine runs on the CPU; got device {device}")
-        precision = "32"  # ONNX Runtime computes the exported float32 graph
+    precision = feature_precision(precision, engine, device)
+    if engine == "onnxruntime" and torch.device(device).type != "cpu":
+        raise ValueError(f"the onnxruntime feature engine runs on the CPU; got device {device}")
     from tqdm.auto import tqdm
 
     total = len(images)

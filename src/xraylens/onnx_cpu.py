@@ -1,10 +1,10 @@
 """PyTorch modules run by ONNX Runtime on the CPU: the frozen trunk of the cached recipe, and evaluation.
 
-Why: on CPUs without native bfloat16 (AVX2 laptops and servers) PyTorch runs
-EfficientNet-Lite0's depthwise convolutions slowly in float32, and computing
-the frozen features is most of the CPU recipe's training time. ONNX Runtime
-runs the same float32 graph 2.7-4x faster there (benchmarks/bench_features.py;
-README), with outputs that differ from PyTorch's by ~1e-6 relative (float16
+Why: PyTorch runs EfficientNet-Lite0's depthwise convolutions slowly on a CPU,
+and computing the frozen features is most of the CPU recipe's training time.
+ONNX Runtime runs the same float32 graph 2.7-5.6x faster than PyTorch's float32
+on the 2-core EPYCs we measured, and 2.5-3.4x faster than its bfloat16 autocast
+where the CPU has AVX-512 BF16 (benchmarks/bench_features.py; benchmarks/README.md), with outputs that differ from PyTorch's by ~1e-6 relative (float16
 storage rounds by more). So on a CPU in float32 the module is exported to ONNX
 once (about 15 s) and ONNX Runtime runs it; everywhere else, and whenever the
 export or a parity check fails, PyTorch does, with the reason logged. Nothing
@@ -47,17 +47,19 @@ def resolve_engine(engine: str, precision: str = "32", device: str | torch.devic
                    images: int | None = None) -> str:
     """``"auto"`` -> ``"onnxruntime"`` for float32 work on a CPU when the ``onnx`` extra is installed.
 
-    Why not elsewhere: on a GPU PyTorch is the fast path, and bf16 autocast
-    (CPUs with AVX-512 BF16 / AMX) is PyTorch's, unmeasured against ONNX
-    Runtime's float32. ``precision`` is the resolved one (``"32"`` or ``"bf16"``).
-    ``images``: how many the job runs; fewer than :data:`AUTO_MIN_IMAGES` would
-    not pay for the export.
+    ``precision`` is the one asked for: ``"32"``, ``"bf16"`` or ``"auto"``. Only
+    an explicit ``"bf16"`` keeps PyTorch (bf16 autocast is PyTorch's); ``"auto"``
+    takes ONNX Runtime's float32 on every CPU, because it was faster there than
+    PyTorch's bf16 even with native bfloat16 (AVX-512 BF16: 51 against 15-21
+    images/s, benchmarks/README.md) and exact besides. On a GPU PyTorch is the
+    fast path. ``images``: how many the job runs; fewer than
+    :data:`AUTO_MIN_IMAGES` would not pay for the export.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine != "auto":
         return engine
-    if torch.device(device).type != "cpu" or precision != "32":
+    if torch.device(device).type != "cpu" or precision == "bf16":
         return "torch"
     if images is not None and images < AUTO_MIN_IMAGES:
         return "torch"
@@ -76,6 +78,27 @@ class Trunk(nn.Module):
         return self.model.features(x, tail=self.tail)
 
 
+def dynamo_export(module: nn.Module, example: torch.Tensor, *, input_names: list[str], output_names: list[str],
+                  opset: int | None = None) -> Any:
+    """``torch.onnx.export`` (the dynamo exporter) of ``module`` on ``example``, with a dynamic batch axis.
+
+    Shared by the cached recipe's engine and ``xraylens export``; the exporter's
+    onnx_ir and onnxscript loggers, which report every pass at INFO, are quieted
+    to warnings for the call and restored after it.
+    """
+    quiet = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        return torch.onnx.export(module, (example,), dynamo=True, external_data=False, opset_version=opset,
+                                 verbose=False, input_names=input_names, output_names=output_names,
+                                 dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+
+
 class OnnxModule:
     """``module`` exported to ONNX and run by ONNX Runtime on the CPU: a float32 (B, ...) tensor in, one out.
 
@@ -89,18 +112,8 @@ class OnnxModule:
 
         self._folder = tempfile.TemporaryDirectory(prefix="xraylens-onnx-")
         path = Path(self._folder.name) / "module.onnx"
-        batch = torch.export.Dim("batch", min=1, max=4096)
-        quiet = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]  # they log every pass at INFO
-        levels = [logger.level for logger in quiet]
-        for logger in quiet:
-            logger.setLevel(logging.WARNING)
-        try:
-            program = torch.onnx.export(module.eval(), (example[:2].float().contiguous(),), dynamo=True,
-                                        external_data=False, verbose=False, input_names=["input"],
-                                        output_names=["output"], dynamic_shapes=({0: batch},))
-        finally:
-            for logger, level in zip(quiet, levels, strict=True):
-                logger.setLevel(level)
+        program = dynamo_export(module.eval(), example[:2].float().contiguous(), input_names=["input"],
+                                output_names=["output"])
         program.save(str(path), external_data=False)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()

@@ -46,8 +46,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-
     from xraylens.cli import CLIError
     from xraylens.data.images import ImageReadError
     from xraylens.export import export_onnx
@@ -56,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out and not args.out.endswith(".onnx"):
         raise CLIError(f"--out must end in .onnx, got {args.out}")
-    logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # its optimiser logs every pass at INFO
     try:
         result = export_onnx(args.checkpoint, args.out, opset=args.opset, check=not args.no_check,
                              tolerance=args.tolerance, images=args.images, overwrite=args.overwrite)
