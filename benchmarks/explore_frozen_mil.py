@@ -14,7 +14,8 @@ features, stored in their own file), parts (the package's per-body-part class we
 instead of one pos_weight), iflip (a coin per image for the flip, as the package's FeatureSet; default one
 per batch), pinit (the package's init of the last instance conv), tta (evaluate on the mean logit of the
 map and its mirror), ctx (a 3x3 first conv in the instance classifier: each cell sees its
-neighbours), std (features standardised per channel on the training images), os8 (the same weights with the stride-16 stages dilated instead: a stride-8 grid,
+neighbours), std (features standardised per channel on the training images), maxstack (finer stacked maps
+max-pooled onto the last one's grid instead of averaged: a thin line keeps its peak), os8 (the same weights with the stride-16 stages dilated instead: a stride-8 grid,
 64 x 64 at 512 px; features stored in their own file). Features are
 stored in ./feats_*.pt and reused. Prints one JSON line per pooling: image AUROC on train and on the
 patient-grouped validation split, and study AUROC on the `valid` split overall and per finding kind
@@ -56,7 +57,9 @@ FLIP_TTA = "tta" in sys.argv[5:]  # evaluate on the mean logit of the map and it
 OUTPUT_STRIDE = 8 if "os8" in sys.argv[5:] else 32  # blocks.3 on dilated instead of strided: a stride-8 grid
 CONTEXT = "ctx" in sys.argv[5:]  # the instance classifier's first conv 3x3 instead of 1x1: each cell sees its neighbours
 STANDARDISE = "std" in sys.argv[5:]  # features scaled per channel by the training images' mean and std
-tag = f"{root.strip('/').split('/')[-1]}_{size}_{layer}{'_os8' if OUTPUT_STRIDE == 8 else ''}"
+MAX_STACK = "maxstack" in sys.argv[5:]  # finer stacked maps max-pooled onto the grid, not averaged
+tag = (f"{root.strip('/').split('/')[-1]}_{size}_{layer}{'_os8' if OUTPUT_STRIDE == 8 else ''}"
+       f"{'_maxstack' if MAX_STACK else ''}")
 feat_file = f"feats_{tag}{f'_clahe{CLAHE:g}' if CLAHE else ''}{'_bf16' if BF16 else ''}.pt"
 
 idx = index_dataset(root, splits=("train", "valid"), progress=False).table
@@ -81,24 +84,46 @@ def trunk(m, x):
     if "head" in names:
         taken.append(m.bn2(m.conv_head(x)))
     grid = taken[-1].shape[-1]
-    return torch.cat([F.adaptive_avg_pool2d(t, grid) if t.shape[-1] != grid else t for t in taken], 1)
+    pool = F.adaptive_max_pool2d if MAX_STACK else F.adaptive_avg_pool2d
+    return torch.cat([pool(t, grid) if t.shape[-1] != grid else t for t in taken], 1)
+
+
+class Trunk(nn.Module):
+    """:func:`trunk` as a module, so float32 features can run in ONNX Runtime (the package's feature engine)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return trunk(self.m, x)
+
 
 try:
     feats = torch.load(feat_file)
 except FileNotFoundError:
+    from xraylens.onnx_cpu import close
+    from xraylens.onnx_cpu import runner as make_runner
+
     m = build().to(memory_format=torch.channels_last)
     out = []
     t0 = time.time()
     files = idx["file"].tolist()
+    # float32 features in ONNX Runtime where it is installed (the package's train.feature_engine=auto), else torch
+    from xraylens.onnx_cpu import resolve_engine
+
+    wanted = resolve_engine("auto", "bf16" if BF16 else "32", "cpu", images=len(files))
+    forward, engine = make_runner(Trunk(m), (3, size, size), wanted, desc="sweep trunk")
     with torch.inference_mode():
         for i in range(0, len(files), 16):
             sq = [local_contrast(letterbox(read_image(f), size)[0], CLAHE) for f in files[i:i+16]]
             x = torch.from_numpy(np.stack(sq))[:, None].expand(-1, 3, -1, -1)
             x = ((x - 0.5) / 0.5).contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
-                out.append(trunk(m, x).half())
+                out.append(forward(x).half())
+    close(forward)
     feats = torch.cat(out)
-    print(f"extracted {feats.shape} in {time.time()-t0:.0f}s", flush=True)
+    print(f"extracted {feats.shape} in {time.time()-t0:.0f}s ({engine})", flush=True)
     torch.save(feats, feat_file)
 
 table = split_train_val(idx[idx.split == "train"], 0.15, 0)
@@ -227,7 +252,7 @@ def run(pool, epochs=EPOCHS, lr=1e-3, wd=1e-4, hidden=HIDDEN, flip=True, seed=SE
         def logit(f):
             return (h(f) + h(f.flip(-1))) / 2 if FLIP_TTA else h(f)
         p = torch.cat([torch.sigmoid(logit(evalf[i:i+64].float())) for i in range(0, len(idx), 64)]).numpy()
-    res = {"pool": pool, "clahe": CLAHE, "dropout": DROPOUT, "seed": seed, "part_weights": PART_WEIGHTS, "image_flips": IMAGE_FLIPS, "package_init": PACKAGE_INIT, "tta": FLIP_TTA, "layer": layer, "context": CONTEXT, "standardise": STANDARDISE, "output_stride": OUTPUT_STRIDE, "box_fraction": BOX_FRACTION, "bf16": BF16, "hidden": hidden, "k": FRAC, "epochs": epochs, "train_loss": round(tot / len(tr), 3), "secs": round(time.time() - t0)}
+    res = {"pool": pool, "clahe": CLAHE, "dropout": DROPOUT, "seed": seed, "part_weights": PART_WEIGHTS, "image_flips": IMAGE_FLIPS, "package_init": PACKAGE_INIT, "tta": FLIP_TTA, "layer": layer, "context": CONTEXT, "standardise": STANDARDISE, "max_stack": MAX_STACK, "output_stride": OUTPUT_STRIDE, "box_fraction": BOX_FRACTION, "bf16": BF16, "hidden": hidden, "k": FRAC, "epochs": epochs, "train_loss": round(tot / len(tr), 3), "secs": round(time.time() - t0)}
     for name, rows in (("train", tr), ("val", va)):
         res[f"{name}_img_auc"] = round(roc_auc_score(labels[rows], p[rows]), 3)
     t = idx.iloc[te].assign(p=p[te]).groupby("study_path").agg(p=("p", "mean"), label=("label", "first"))
