@@ -102,7 +102,7 @@ class Trunk(nn.Module):
 try:
     feats = torch.load(feat_file)
 except FileNotFoundError:
-    from xraylens.onnx_cpu import close
+    from xraylens.onnx_cpu import close, resolve_engine
     from xraylens.onnx_cpu import runner as make_runner
 
     m = build().to(memory_format=torch.channels_last)
@@ -110,8 +110,6 @@ except FileNotFoundError:
     t0 = time.time()
     files = idx["file"].tolist()
     # float32 features in ONNX Runtime where it is installed (the package's train.feature_engine=auto), else torch
-    from xraylens.onnx_cpu import resolve_engine
-
     wanted = resolve_engine("auto", "bf16" if BF16 else "32", "cpu", images=len(files))
     forward, engine = make_runner(Trunk(m), (3, size, size), wanted, desc="sweep trunk")
     with torch.inference_mode():
