@@ -167,8 +167,16 @@ def test_the_multiscale_model_stacks_blocks_2_3_4_of_the_same_weights() -> None:
         assert stacked.saliency(x).shape == (2, 16, 16)
         odd = stacked.features(torch.randn(1, 1, 100, 100))  # finer maps round up as the strided convs do
         assert odd.shape[-2:] == coarse.features(torch.randn(1, 1, 100, 100)).shape[-2:]
-    with pytest.raises(ValueError, match="trainable_stages"):
-        stacked.features(x, tail=1)  # stacked maps cannot stop before a stage (partial fine-tuning)
+        # partial fine-tuning stores the maps a cut leaves (blocks.2 pooled beside blocks.3, or blocks.2 raw)
+        # and runs the trainable stages after it: the same logits and map as the whole model
+        assert stacked.features(x, tail=1).shape == (2, 40 + 80, 8, 8)
+        assert stacked.features(x, tail=2).shape == (2, 40, 16, 16)
+        for tail in (1, 2, 3):
+            logits, cells = stacked.classify_with_map(stacked.features(x, tail), tail)
+            torch.testing.assert_close(logits, stacked(x))
+            torch.testing.assert_close(cells, stacked.classify_with_map(maps)[1])
+    with pytest.raises(ValueError, match="1 to 4"):
+        stacked.features(x, tail=5)  # every stage trainable: nothing left to store
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +244,29 @@ def test_partial_fine_tuning_trains_the_last_stage_on_features_stored_before_it(
     assert changed == {"4"}  # blocks.4 (BN statistics too) learned; the stages before it kept ImageNet's
 
 
+@pytest.mark.slow
+@needs_weights
+def test_the_stacked_model_fine_tunes_its_last_two_stages_on_stored_blocks2_with_boxes(tmp_path: Path) -> None:
+    from test_box_supervision import write_decoy_mura
+    from xraylens.models import load_checkpoint
+    from xraylens.training import fit
+
+    # blocks.2 is stored at stride 8 (16 x 16 at 128 px), the instance map is stride 16 (8 x 8): the box
+    # masks must be on the map's grid
+    root = write_decoy_mura(tmp_path / "mura")
+    cfg = _cfg(root, "data.image_size=128", "train.epochs=3", "train.backbone=cached", "train.trainable_stages=2",
+               "model.pretrained=true", "model.name=mil_efficientnet_lite0_multiscale", "train.box_fraction=1.0")
+    result = fit(cfg, tmp_path / "partial", progress=False)
+    table = pd.read_csv(result.run_dir / "metrics.csv")
+    assert table["train_loss"].iloc[-1] < table["train_loss"].iloc[0]
+    assert table["train_box_loss"].iloc[-1] < table["train_box_loss"].iloc[0]
+    assert table["val_auroc"].max() > 0.8
+    trained = load_checkpoint(result.best_checkpoint).model.backbone.state_dict()
+    imagenet = create_model("mil_efficientnet_lite0", pretrained=True).backbone.state_dict()
+    changed = {k.split(".")[1] for k, v in imagenet.items() if not torch.equal(trained[k], v)}
+    assert changed == {"3", "4"}  # the trained stages; blocks.2, whose map is stacked too, kept ImageNet's
+
+
 def test_incompatible_recipes_are_refused_before_any_data_is_read(tmp_path: Path) -> None:
     from xraylens.config import ConfigError
     from xraylens.training import fit
@@ -254,9 +285,9 @@ def test_incompatible_recipes_are_refused_before_any_data_is_read(tmp_path: Path
     with pytest.raises(ConfigError, match="trainable_stages"):
         fit(_cfg(nowhere, "model.name=resnet18", "train.backbone=frozen", "train.trainable_stages=1"),
             tmp_path / "f", progress=False)
-    with pytest.raises(ConfigError, match="stacks the maps"):
+    with pytest.raises(ConfigError, match="cannot train the last 5"):
         fit(_cfg(nowhere, "model.name=mil_efficientnet_lite0_multiscale", "train.backbone=cached",
-                 "train.trainable_stages=1"), tmp_path / "g", progress=False)
+                 "train.trainable_stages=5"), tmp_path / "g", progress=False)
     assert not (tmp_path / "a").exists()
 
 

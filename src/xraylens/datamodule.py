@@ -265,7 +265,7 @@ class RadiographDataModule(L.LightningDataModule):
 
     def _features(self, table: pd.DataFrame, name: str, hflip: bool,
                   boxes: dict[int, np.ndarray] | None = None, runner: tuple[Any, str] | None = None) -> Dataset:
-        from xraylens.features import FeatureSet, compute_features, feature_precision
+        from xraylens.features import FeatureSet, cell_grid, compute_features, feature_precision
 
         images = self._dataset(table, train=False)  # un-augmented squares: features are computed once
         device = self._device()
@@ -280,9 +280,10 @@ class RadiographDataModule(L.LightningDataModule):
         log.info("computed frozen features for %d %s images: %s float16 (computed in %s)", len(features), name,
                  tuple(features.shape[1:]),
                  feature_precision(self.cfg.train.feature_precision, runner[1] if runner else "torch", device))
-        masks = None if boxes is None else grid_masks(boxes, len(features), self.prep.size, features.shape[-2:])
+        grid = cell_grid(self.feature_model, features, self.cfg.train.trainable_stages)
+        masks = None if boxes is None else grid_masks(boxes, len(features), self.prep.size, grid)
         return FeatureSet(features, ok, torch.tensor(images.dataset.labels), torch.tensor(images.parts),
-                          hflip=hflip, masks=masks)
+                          hflip=hflip, masks=masks, grid=grid)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         workers = self.cfg.data.num_workers

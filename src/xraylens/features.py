@@ -132,6 +132,25 @@ def compute_features(model: nn.Module, images: Dataset, *, batch_size: int = 16,
     return stored, oks
 
 
+@torch.no_grad()
+def cell_grid(model: nn.Module, features: torch.Tensor, tail: int = 0) -> tuple[int, int]:
+    """(h, w) of the instance map that stored ``features`` give: where box masks go.
+
+    Why: features stored before trainable stages (``tail`` > 0) can be on a
+    finer grid than the map the loss sees (blocks.2 at stride 8 below a
+    stride-16 map), so the grid is read off the head's own output.
+    """
+    if tail == 0:
+        return tuple(features.shape[-2:])
+    was_training = model.training
+    model.eval()
+    try:
+        cells = model.classify_with_map(features[:1].float(), tail)[1]
+    finally:
+        model.train(was_training)
+    return tuple(cells.shape[-2:])
+
+
 def allocate_features(count: int, shape: tuple[int, ...], desc: str = "features", copies: int = 1) -> torch.Tensor:
     """An empty (count, *shape) float16 store, after checking that this machine has the memory for it.
 
@@ -173,17 +192,20 @@ class FeatureSet(Dataset):
     """Stored features in the shape of a training sample: ``features``, ``label``, ``ok``, ``part``, ``index``.
 
     ``masks`` (optional, box supervision): (N, h, w) int8 box masks on the
-    feature grid, -1 for images without supervision. Samples then also carry
-    ``mask`` (0/1, flipped with the features) and ``boxed``.
+    instance map's grid (``grid``; the features' own unless they were stored
+    before trainable stages, :func:`cell_grid`), -1 for images without
+    supervision. Samples then also carry ``mask`` (0/1, flipped with the
+    features) and ``boxed``.
     """
 
     def __init__(self, features: torch.Tensor, ok: torch.Tensor, labels: torch.Tensor, parts: torch.Tensor,
-                 hflip: bool = False, masks: torch.Tensor | None = None) -> None:
+                 hflip: bool = False, masks: torch.Tensor | None = None,
+                 grid: tuple[int, int] | None = None) -> None:
         if not len(features) == len(ok) == len(labels) == len(parts):
             raise ValueError("features, ok, labels and parts must have one entry per image")
-        if masks is not None and tuple(masks.shape) != (len(features), *features.shape[-2:]):
-            raise ValueError(f"box masks {tuple(masks.shape)} do not match the features' grid "
-                             f"{(len(features), *features.shape[-2:])}")
+        expected = (len(features), *(grid or features.shape[-2:]))
+        if masks is not None and tuple(masks.shape) != expected:
+            raise ValueError(f"box masks {tuple(masks.shape)} do not match the instance map's grid {expected}")
         self.features, self.ok, self.labels, self.parts = features, ok, labels.float(), parts.long()
         self.hflip = hflip
         self.masks = masks

@@ -56,7 +56,7 @@ from xraylens.models import (
     head_parameters,
     preprocessing_for,
 )
-from xraylens.models.mil import STACKED_BLOCKS, UNCUTTABLE
+from xraylens.models.mil import max_trainable_stages
 from xraylens.output_dir import OutputExistsError
 from xraylens.runfolder import RunFiles, build_trainer, write_history
 
@@ -421,8 +421,10 @@ def check_train_settings(cfg: ExperimentConfig) -> None:
         raise ConfigError("train.trainable_stages (partial fine-tuning) applies to train.backbone=frozen or "
                           f"cached with a mil_* model; got train.backbone={t.backbone}, model {cfg.model.name} "
                           "(train.backbone=finetune already trains every stage)")
-    if t.trainable_stages > 0 and cfg.model.name in STACKED_BLOCKS:
-        raise ConfigError(f"train.trainable_stages={t.trainable_stages}: {cfg.model.name}: {UNCUTTABLE}")
+    if t.trainable_stages > 0 and t.trainable_stages > max_trainable_stages(cfg.model.name):
+        raise ConfigError(f"train.trainable_stages={t.trainable_stages}: {cfg.model.name} can train at most its "
+                          f"last {max_trainable_stages(cfg.model.name)} backbone stages; "
+                          f"cannot train the last {t.trainable_stages}")
     if t.backbone == "cached" and not has_feature_split(cfg.model.name):
         why = (" (its crops follow the global map as it learns, so no feature is fixed)"
                if has_logit_parts(cfg.model.name) else "")

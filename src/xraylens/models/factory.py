@@ -15,7 +15,7 @@ from xraylens.config import ModelConfig
 from xraylens.data.preprocess import Preprocessing
 from xraylens.models.architecture import Architecture, get_submodule, set_submodule
 from xraylens.models.global_local import GLOBAL_LOCAL_ARCHITECTURES, build_global_local
-from xraylens.models.mil import MIL_ARCHITECTURES, build_mil
+from xraylens.models.mil import MIL_ARCHITECTURES, StackedTrunk, build_mil
 from xraylens.models.pooling import check_pooling
 from xraylens.models.timm_nets import TIMM_ARCHITECTURES, build_timm
 from xraylens.models.torchvision_nets import TORCHVISION_ARCHITECTURES, build_torchvision
@@ -103,6 +103,8 @@ def backbone_tail(model: nn.Module, name: str, stages: int) -> list[nn.Module]:
     if not has_feature_split(name):
         raise ValueError(f"{name} has no stage split for partial fine-tuning; use a mil_* model")
     available = len(model.stages())
+    if isinstance(getattr(model, "backbone", None), StackedTrunk):
+        available -= 1  # its cut stores the map of at least one frozen stage
     if stages > available:
         raise ValueError(f"{name} has {available} backbone stages; cannot train the last {stages}")
     return model.stages(stages)

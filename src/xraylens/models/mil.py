@@ -47,9 +47,17 @@ MIL_ARCHITECTURES: dict[str, Architecture] = {
 _CUT = {"tf_efficientnet_lite0": 5}  # blocks kept: 0..4 (stride 16)
 FEATURE_STRIDE = {"mil_efficientnet_lite0": 16, "mil_efficientnet_lite0_stride8": 8,
                   "mil_efficientnet_lite0_multiscale": 16}
-UNCUTTABLE = ("this model stacks the maps of several stages, so its features cannot stop before a stage; "
-              "partial fine-tuning (train.trainable_stages) needs mil_efficientnet_lite0")
+UNCUTTABLE = ("this model stacks the maps of stages at different strides before the cut, so no one stored "
+              "tensor holds them; partial fine-tuning (train.trainable_stages) needs a cut where they meet")
 STACKED_BLOCKS = {"mil_efficientnet_lite0_multiscale": {2: 1, 3: 0, 4: 0}}  # block -> 2x2 halvings onto the grid
+
+
+def max_trainable_stages(name: str) -> int:
+    """The most backbone stages partial fine-tuning can train in MIL model ``name``, read without building it.
+
+    A stacked trunk keeps at least one frozen stage, whose map is what its cut stores.
+    """
+    return _CUT[MIL_ARCHITECTURES[name].library_name] - (name in STACKED_BLOCKS)
 
 
 class SpatialMIL(nn.Module):
@@ -72,7 +80,7 @@ class SpatialMIL(nn.Module):
         if tail == 0:
             return self.backbone(x)
         if isinstance(self.backbone, StackedTrunk):
-            raise ValueError(UNCUTTABLE)
+            return self.backbone.cut(x, tail)
         x = self.backbone.bn1(self.backbone.conv_stem(x))
         for stage in self.stages()[: len(self.backbone.blocks) - tail]:
             x = stage(x)
@@ -91,8 +99,11 @@ class SpatialMIL(nn.Module):
 
     def classify_with_map(self, features: torch.Tensor, tail: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1) logits and the (B, h, w) instance logits they pool: what box supervision trains."""
-        for stage in self.stages(tail):
-            features = stage(features)
+        if isinstance(self.backbone, StackedTrunk):
+            features = self.backbone.finish(features, tail) if tail else features
+        else:
+            for stage in self.stages(tail):
+                features = stage(features)
         cells = self.head(features)
         return self.pool(cells), cells[:, 0]
 
@@ -150,12 +161,47 @@ class StackedTrunk(nn.Module):
         return maps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stacked(torch.cat([_halve(m, halvings) for halvings, m in self._stage_maps(x)], 1))
+
+    def cut(self, x: torch.Tensor, tail: int) -> torch.Tensor:
+        """What partial fine-tuning stores, ``tail`` stages before the end: one tensor for :meth:`finish`.
+
+        The raw map of the last frozen stage (the trainable stages' input), after the maps of the stacked
+        stages before it, already on the grid. Those must share the raw map's size (for blocks 2-4 every
+        cut does: blocks.2 pooled and blocks.3 are both stride 16), else :data:`UNCUTTABLE`.
+        """
+        frozen = self._frozen(tail)
+        x = self.bn1(self.conv_stem(x))
         maps = []
-        for halvings, m in self._stage_maps(x):
-            for _ in range(halvings):
-                m = F.avg_pool2d(m, 2, ceil_mode=True)
-            maps.append(m)
+        for i, block in enumerate(self.blocks[:frozen]):
+            x = block(x)
+            if i in self.halvings and i < frozen - 1:
+                maps.append(_halve(x, self.halvings[i]))
+        if any(m.shape[-2:] != x.shape[-2:] for m in maps):
+            raise ValueError(f"a cut {tail} stages before the end: {UNCUTTABLE}")
+        return torch.cat([*maps, x], 1)
+
+    def finish(self, features: torch.Tensor, tail: int) -> torch.Tensor:
+        """:meth:`cut`'s tensor -> the stacked map, running the last ``tail`` stages (the trainable ones)."""
+        frozen = self._frozen(tail)
+        done = [i for i in self.halvings if i < frozen - 1]
+        widths = [_out_channels(self.blocks[i]) for i in done]
+        *maps, x = torch.split(features, [*widths, features.shape[1] - sum(widths)], dim=1)
+        maps = list(maps)
+        if frozen - 1 in self.halvings:
+            maps.append(_halve(x, self.halvings[frozen - 1]))
+        for i in range(frozen, len(self.blocks)):
+            x = self.blocks[i](x)
+            if i in self.halvings:
+                maps.append(_halve(x, self.halvings[i]))
         return self.stacked(torch.cat(maps, 1))
+
+    def _frozen(self, tail: int) -> int:
+        """Stages before the trainable ``tail``: at least one, so :meth:`cut` stores a stage's map."""
+        if not 0 < tail < len(self.blocks):
+            raise ValueError(f"a stacked trunk of {len(self.blocks)} stages trains 1 to {len(self.blocks) - 1} "
+                             f"of them, not {tail}")
+        return len(self.blocks) - tail
 
     def fine(self, x: torch.Tensor) -> torch.Tensor:
         """The stacked map on the finest stage's grid (stride 8 for blocks 2-4): what the saliency map reads.
@@ -183,6 +229,13 @@ class StackedTrunk(nn.Module):
                 m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
             out.append(m)
         return torch.cat(out, 1)
+
+
+def _halve(m: torch.Tensor, halvings: int) -> torch.Tensor:
+    """``m`` averaged 2 x 2 ``halvings`` times, rounding up as the strided convolutions do."""
+    for _ in range(halvings):
+        m = F.avg_pool2d(m, 2, ceil_mode=True)
+    return m
 
 
 def stride16_backbone(library: str, *, pretrained: bool, weights_path: str | None,
