@@ -24,6 +24,7 @@ patient-grouped validation split, and study AUROC on the `valid` split overall a
 (xraylens.models.mil) trained by `xraylens train --config demo_cpu`.
 """
 import json
+import re
 import sys
 import time
 
@@ -43,23 +44,32 @@ from xraylens.models.timm_nets import timm_backbone
 
 torch.set_num_threads(2)
 root, size, layer = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-BF16 = "bf16" in sys.argv[5:] if len(sys.argv) > 5 else False
-HIDDEN = int(next((a[1:] for a in sys.argv[5:] if a.startswith("h")), 128))
-FRAC = float(next((a[1:] for a in sys.argv[5:] if a.startswith("k")), 0.02))
-EPOCHS = int(next((a[1:] for a in sys.argv[5:] if a.startswith("e")), 30))
-BOX_FRACTION = float(next((a[3:] for a in sys.argv[5:] if a.startswith("box")), 0.0))
-DROPOUT = float(next((a[1:] for a in sys.argv[5:] if a.startswith("d")), 0.1))
-SEED = int(next((a[1:] for a in sys.argv[5:] if a.startswith("s")), 0))
-PART_WEIGHTS = "parts" in sys.argv[5:]  # the package's per-body-part class weights instead of one pos_weight
-CLAHE = float(next((a[5:] for a in sys.argv[5:] if a.startswith("clahe")), 0.0))  # data.clahe_clip
-IMAGE_FLIPS = "iflip" in sys.argv[5:]  # flip each image's map by its own coin, as FeatureSet does (default: per batch)
-PACKAGE_INIT = "pinit" in sys.argv[5:]  # the package's instance classifier init (last conv std 0.01, bias 0)
-FLIP_TTA = "tta" in sys.argv[5:]  # evaluate on the mean logit of the map and its mirror
-OUTPUT_STRIDE = 8 if "os8" in sys.argv[5:] else 32  # blocks.3 on dilated instead of strided: a stride-8 grid
-CONTEXT = "ctx" in sys.argv[5:] and "ctxdw" not in sys.argv[5:]  # the instance classifier's first conv 3x3 instead of 1x1: each cell sees its neighbours
-DW_CONTEXT = "ctxdw" in sys.argv[5:]  # a depthwise 3x3 on the hidden units after the 1x1: neighbours, ~1/200 the cost of ctx
-STANDARDISE = "std" in sys.argv[5:]  # features scaled per channel by the training images' mean and std
-MAX_STACK = "maxstack" in sys.argv[5:]  # finer stacked maps max-pooled onto the grid, not averaged
+OPTIONS = sys.argv[5:]
+
+
+def number(prefix, default, cast):
+    """An option written as PREFIX followed by a number (s1, k0.01, box0.25): a word like std is not s."""
+    found = [m.group(1) for a in OPTIONS if (m := re.fullmatch(rf"{prefix}(\d+(?:\.\d*)?(?:e-?\d+)?)", a))]
+    return cast(found[0]) if found else default
+
+
+BF16 = "bf16" in OPTIONS
+HIDDEN = number("h", 128, int)
+FRAC = number("k", 0.02, float)
+EPOCHS = number("e", 30, int)
+BOX_FRACTION = number("box", 0.0, float)
+DROPOUT = number("d", 0.1, float)
+SEED = number("s", 0, int)
+PART_WEIGHTS = "parts" in OPTIONS  # the package's per-body-part class weights instead of one pos_weight
+CLAHE = number("clahe", 0.0, float)  # data.clahe_clip
+IMAGE_FLIPS = "iflip" in OPTIONS  # flip each image's map by its own coin, as FeatureSet does (default: per batch)
+PACKAGE_INIT = "pinit" in OPTIONS  # the package's instance classifier init (last conv std 0.01, bias 0)
+FLIP_TTA = "tta" in OPTIONS  # evaluate on the mean logit of the map and its mirror
+OUTPUT_STRIDE = 8 if "os8" in OPTIONS else 32  # blocks.3 on dilated instead of strided: a stride-8 grid
+CONTEXT = "ctx" in OPTIONS  # the instance classifier's first conv 3x3 instead of 1x1: each cell sees its neighbours
+DW_CONTEXT = "ctxdw" in OPTIONS  # a depthwise 3x3 on the hidden units after the 1x1: neighbours, ~1/200 the cost of ctx
+STANDARDISE = "std" in OPTIONS  # features scaled per channel by the training images' mean and std
+MAX_STACK = "maxstack" in OPTIONS  # finer stacked maps max-pooled onto the grid, not averaged
 tag = (f"{root.strip('/').split('/')[-1]}_{size}_{layer}{'_os8' if OUTPUT_STRIDE == 8 else ''}"
        f"{'_maxstack' if MAX_STACK else ''}")
 feat_file = f"feats_{tag}{f'_clahe{CLAHE:g}' if CLAHE else ''}{'_bf16' if BF16 else ''}.pt"
