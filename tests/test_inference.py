@@ -120,6 +120,31 @@ def test_predict_many_groups_studies_and_reports_bad_files(study_tree: Path, pre
     assert studies["study2_negative"].n_images == 1
 
 
+def test_a_large_cpu_job_runs_the_logits_in_onnx_runtime_with_torch_s_answers(study_tree: Path, ckpt: Path,
+                                                                                 monkeypatch) -> None:
+    from xraylens import onnx_cpu
+
+    if not onnx_cpu.onnx_available():
+        pytest.skip("the onnx extra is not installed")
+    paths, _ = collect_inputs([study_tree])
+    reference = Predictor.from_checkpoint(ckpt, engine="torch").predict_many(paths, progress=False)
+    monkeypatch.setattr(onnx_cpu, "AUTO_MIN_IMAGES", len(paths))  # this job counts as large
+    fast = Predictor.from_checkpoint(ckpt)  # the default for a .ckpt: auto
+    result = fast.predict_many(paths, batch_size=2, progress=False, explain=True)
+    assert fast.engine.prepare(len(paths), (1, 64, 64)) == "onnxruntime"
+    got = {p.source: p.probability for p in result.images}
+    want = {p.source: p.probability for p in reference.images}
+    assert got.keys() == want.keys() and len(got) == 3
+    assert got == pytest.approx(want, abs=1e-5)
+    assert got != want  # ONNX Runtime's kernels really ran (PyTorch's would repeat to the bit)
+    assert all(p.explanation for p in result.images)  # heatmaps still come from the torch model
+    assert [f.path for f in result.failures] == [f.path for f in reference.failures]
+    small = Predictor.from_checkpoint(ckpt)
+    monkeypatch.setattr(onnx_cpu, "AUTO_MIN_IMAGES", len(paths) + 1)
+    assert small.engine.prepare(len(paths), (1, 64, 64)) == "torch"
+    assert Predictor.from_checkpoint(ckpt, engine="torch").engine.prepare(10**6, (1, 64, 64)) == "torch"
+
+
 def test_concurrent_requests_give_the_sequential_answers(tmp_path: Path, predictor) -> None:
     paths = [write_png(tmp_path / f"{i}.png", i, (60 + 5 * i, 64)) for i in range(4)]
     expected = [predictor.predict_image(p, explain=True) for p in paths]

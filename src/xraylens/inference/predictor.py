@@ -38,7 +38,8 @@ from xraylens.inference.results import (
     study_of,
 )
 
-ENGINES = ("torch", "onnx")
+# auto: the torch checkpoint, its logits run by ONNX Runtime for large CPU jobs (TorchEngine.prepare)
+ENGINES = ("auto", "torch", "onnx")
 
 
 class Predictor:
@@ -58,7 +59,11 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, *, engine: str | None = None, device: str = "cpu",
                         method: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                         onnx: str | Path | None = None) -> Predictor:
-        """``engine`` None picks ``onnx`` for a ``.onnx`` file or when ``onnx`` is given, ``torch`` otherwise.
+        """``engine`` None picks ``onnx`` for a ``.onnx`` file or when ``onnx`` is given, ``auto`` otherwise.
+
+        ``auto`` is the torch checkpoint whose logits, for a job of at least
+        :data:`xraylens.onnx_cpu.AUTO_MIN_IMAGES` images on a CPU, ONNX Runtime
+        computes from an in-memory export (``torch`` never does that).
 
         An ONNX model is opened only when the caller names it: ``path`` itself,
         or ``onnx`` together with a ``.ckpt`` (which then gives the heatmaps:
@@ -67,7 +72,7 @@ class Predictor:
         may have come from anywhere, is not fed to a parser.
         """
         path = Path(path)
-        engine = engine or ("onnx" if path.suffix == ".onnx" or onnx is not None else "torch")
+        engine = engine or ("onnx" if path.suffix == ".onnx" or onnx is not None else "auto")
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         if engine == "onnx":
@@ -82,15 +87,15 @@ class Predictor:
                     "instead of the checkpoint; xraylens never opens a .onnx it was not given")
             return OnnxPredictor.open(onnx, checkpoint=path, device=device, method=method, max_pixels=max_pixels)
         if onnx is not None:
-            raise ValueError(f"--onnx {onnx} needs the onnx engine; drop --engine torch")
+            raise ValueError(f"--onnx {onnx} needs the onnx engine; drop --engine {engine}")
         if path.suffix == ".onnx":
             raise ValueError(f"{path} is an ONNX model; use engine='onnx' (--engine onnx) or pass the .ckpt")
         from xraylens.models import load_checkpoint
 
         loaded = load_checkpoint(path)
         card = ModelCard.from_meta(loaded.meta)
-        return cls(TorchEngine(loaded.model, card.architecture, device), card, method=method,
-                   max_pixels=max_pixels, source=path)
+        return cls(TorchEngine(loaded.model, card.architecture, device, onnx_runtime=engine == "auto"), card,
+                   method=method, max_pixels=max_pixels, source=path)
 
     # ------------------------------------------------------------ facts
 
@@ -167,6 +172,10 @@ class Predictor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         images: list[ImagePrediction] = []
         failures: list[Failure] = []
+        prepare = getattr(self.engine, "prepare", None)
+        if callable(prepare) and paths:
+            prep = self.card.preprocessing
+            prepare(len(paths), (prep.in_channels, prep.size, prep.size))
         with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
             for start in range(0, len(paths), batch_size):
                 arrays, sources = [], []
