@@ -314,6 +314,51 @@ def test_cached_features_flip_with_the_augmentation_and_keep_their_labels() -> N
         FeatureSet(features, ok[:1], labels, parts)
 
 
+def test_a_flipped_sample_takes_the_mirror_image_s_features_when_they_are_stored() -> None:
+    from xraylens.features import FeatureSet
+
+    features = torch.arange(2 * 3 * 2 * 4, dtype=torch.float16).reshape(2, 3, 2, 4)
+    mirrored = -features - 1  # nothing like a flipped map: where a draw came from is unambiguous
+    masks = torch.tensor([[[1, 0, 0, 0], [0, 0, 0, 0]], [[-1] * 4, [-1] * 4]], dtype=torch.int8)
+    labels, parts, ok = torch.tensor([0.0, 1.0]), torch.tensor([1, 2]), torch.tensor([True, True])
+    torch.manual_seed(0)
+    exact = FeatureSet(features, ok, labels, parts, hflip=True, masks=masks, mirrored=mirrored)
+    seen = set()
+    for _ in range(40):
+        sample, batch = exact[0], exact.__getitems__([0, 1])
+        for got, mask in ((sample["features"], sample["mask"]), (batch["features"][0], batch["mask"][0])):
+            flipped = bool(torch.equal(got, mirrored[0].float()))
+            assert flipped or torch.equal(got, features[0].float())  # never the flipped stored map
+            assert mask[0, -1 if flipped else 0] == 1  # the box mask mirrors with it
+            seen.add(flipped)
+    assert seen == {True, False}
+    assert torch.equal(FeatureSet(features, ok, labels, parts, mirrored=mirrored)[0]["features"],
+                       features[0].float())  # no hflip: the mirror images are never used
+    with pytest.raises(ValueError, match="mirrored features"):
+        FeatureSet(features, ok, labels, parts, mirrored=mirrored[:, :2])
+
+
+@pytest.mark.parametrize(("tail", "stored"), [(0, False), (1, True)])
+def test_trainable_stages_train_on_the_features_of_mirrored_films_not_on_a_flipped_map(
+        blob_root: Path, tail: int, stored: bool) -> None:
+    from xraylens.datamodule import RadiographDataModule, load_training_data
+
+    cfg = _cfg(blob_root, "train.backbone=cached", f"train.trainable_stages={tail}", "train.feature_engine=torch",
+               "data.augment.hflip=true")
+    torch.manual_seed(0)
+    model = create_model("mil_efficientnet_lite0").eval()
+    module = RadiographDataModule(cfg, load_training_data(cfg, progress=False), feature_model=model)
+    module.setup("fit")
+    train, val = module.train_set, module.val_set
+    assert (train.mirrored is not None) == stored and val.mirrored is None  # a 1x1 head flips its map exactly
+    if stored:
+        films = torch.stack([module._dataset(module.data.train, train=False)[i]["image"] for i in range(3)])
+        with torch.no_grad():
+            want = model.features(films.flip(-1), tail=tail).half()
+        torch.testing.assert_close(train.mirrored[:3], want, atol=2e-3, rtol=1e-3)
+        assert not torch.allclose(train.mirrored[:3].float(), train.features[:3].float().flip(-1), atol=0.05)
+
+
 def test_cached_recipe_resumes_an_interrupted_run_and_refuses_to_stretch_its_schedule(blob_root: Path,
                                                                                      tmp_path: Path) -> None:
     from xraylens.config import ConfigError

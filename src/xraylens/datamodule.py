@@ -265,25 +265,30 @@ class RadiographDataModule(L.LightningDataModule):
 
     def _features(self, table: pd.DataFrame, name: str, hflip: bool,
                   boxes: dict[int, np.ndarray] | None = None, runner: tuple[Any, str] | None = None) -> Dataset:
-        from xraylens.features import FeatureSet, cell_grid, compute_features, feature_precision
+        from xraylens.features import FeatureSet, Mirrored, cell_grid, compute_features, feature_precision
 
         images = self._dataset(table, train=False)  # un-augmented squares: features are computed once
         device = self._device()
         progress = self.trainer is None or self.trainer.progress_bar_callback is not None
-        features, ok = compute_features(self.feature_model, images, batch_size=self.cfg.train.batch_size,
-                                        num_workers=self.cfg.data.num_workers, device=device,
-                                        channels_last=self.cfg.train.channels_last, progress=progress,
-                                        precision=self.cfg.train.feature_precision,
-                                        runner=runner,
-                                        desc=f"frozen features ({name})", tail=self.cfg.train.trainable_stages,
-                                        copies=self.trainer.num_devices if self.trainer is not None else 1)
-        log.info("computed frozen features for %d %s images: %s float16 (computed in %s)", len(features), name,
-                 tuple(features.shape[1:]),
+        tail = self.cfg.train.trainable_stages
+
+        def compute(source: Dataset, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+            return compute_features(self.feature_model, source, batch_size=self.cfg.train.batch_size,
+                                    num_workers=self.cfg.data.num_workers, device=device,
+                                    channels_last=self.cfg.train.channels_last, progress=progress,
+                                    precision=self.cfg.train.feature_precision, runner=runner, desc=desc, tail=tail,
+                                    copies=self.trainer.num_devices if self.trainer is not None else 1)
+
+        features, ok = compute(images, f"frozen features ({name})")
+        # trainable stages must not read a flipped map through filters that never made one (features.py)
+        mirrored = compute(Mirrored(images), f"frozen features ({name}, mirrored)")[0] if hflip and tail else None
+        log.info("computed frozen features for %d %s images%s: %s float16 (computed in %s)", len(features), name,
+                 " and their mirror images" if mirrored is not None else "", tuple(features.shape[1:]),
                  feature_precision(self.cfg.train.feature_precision, runner[1] if runner else "torch", device))
-        grid = cell_grid(self.feature_model, features, self.cfg.train.trainable_stages)
+        grid = cell_grid(self.feature_model, features, tail)
         masks = None if boxes is None else grid_masks(boxes, len(features), self.prep.size, grid)
         return FeatureSet(features, ok, torch.tensor(images.dataset.labels), torch.tensor(images.parts),
-                          hflip=hflip, masks=masks, grid=grid)
+                          hflip=hflip, masks=masks, grid=grid, mirrored=mirrored)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         workers = self.cfg.data.num_workers

@@ -9,7 +9,11 @@ maps: tens of epochs in the time of one fine-tuning epoch.
 What this gives up: image augmentation (rotation, zoom, intensity), since the
 features are of the un-augmented square. A horizontal flip is kept, applied
 to the stored map (an approximation of flipping the image: the filters are
-not mirror-symmetric). Memory: features are kept as float16 in RAM, 229 kB
+not mirror-symmetric). For a 1x1 head that only moves feature vectors; but
+trainable stages (partial fine-tuning) would read a mirrored map through
+pretrained 3x3 and 5x5 filters it never produced, so there the features of the
+mirrored image are computed and stored too (:class:`Mirrored`), twice the
+work and memory, and the flip is exact. Memory: features are kept as float16 in RAM, 229 kB
 per image for ``mil_efficientnet_lite0`` at 512 px (37k MURA images: 8.5 GB); 4x that for
 ``mil_efficientnet_lite0_stride8``, whose map has 4x the cells; 2.1x for
 ``mil_efficientnet_lite0_multiscale`` (232 channels stacked from three stages).
@@ -188,6 +192,21 @@ class FeatureMemoryError(ConfigError):
     """The stored features would not fit in this machine's memory: a setting to change, caught like a config error."""
 
 
+class Mirrored(Dataset):
+    """A dataset of samples with an ``image`` (C, S, S), each mirrored left to right: features of flipped films."""
+
+    def __init__(self, images: Dataset) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sample = dict(self.images[i])
+        sample["image"] = sample["image"].flip(-1)
+        return sample
+
+
 class FeatureSet(Dataset):
     """Stored features in the shape of a training sample: ``features``, ``label``, ``ok``, ``part``, ``index``.
 
@@ -195,20 +214,31 @@ class FeatureSet(Dataset):
     instance map's grid (``grid``; the features' own unless they were stored
     before trainable stages, :func:`cell_grid`), -1 for images without
     supervision. Samples then also carry ``mask`` (0/1, flipped with the
-    features) and ``boxed``.
+    features) and ``boxed``. ``mirrored`` (optional): the features of each
+    image mirrored left to right (:class:`Mirrored`); with ``hflip`` a flipped
+    sample takes them instead of the flipped stored map.
     """
 
     def __init__(self, features: torch.Tensor, ok: torch.Tensor, labels: torch.Tensor, parts: torch.Tensor,
                  hflip: bool = False, masks: torch.Tensor | None = None,
-                 grid: tuple[int, int] | None = None) -> None:
+                 grid: tuple[int, int] | None = None, mirrored: torch.Tensor | None = None) -> None:
         if not len(features) == len(ok) == len(labels) == len(parts):
             raise ValueError("features, ok, labels and parts must have one entry per image")
         expected = (len(features), *(grid or features.shape[-2:]))
         if masks is not None and tuple(masks.shape) != expected:
             raise ValueError(f"box masks {tuple(masks.shape)} do not match the instance map's grid {expected}")
+        if mirrored is not None and mirrored.shape != features.shape:
+            raise ValueError(f"mirrored features {tuple(mirrored.shape)} do not match {tuple(features.shape)}")
         self.features, self.ok, self.labels, self.parts = features, ok, labels.float(), parts.long()
         self.hflip = hflip
         self.masks = masks
+        self.mirrored = mirrored
+
+    def _flipped(self, rows: torch.Tensor) -> torch.Tensor:
+        """(B, K, h, w) float features of ``rows``' mirrored films: stored, or the stored map flipped."""
+        if self.mirrored is not None:
+            return self.mirrored[rows].float()
+        return self.features[rows].float().flip(-1)
 
     def __len__(self) -> int:
         return len(self.features)
@@ -217,7 +247,7 @@ class FeatureSet(Dataset):
         f = self.features[i].float()  # (K, h, w)
         mask = self.masks[i] if self.masks is not None else None
         if self.hflip and bool(torch.rand(()) < 0.5):
-            f = f.flip(-1)
+            f = self._flipped(torch.tensor([i]))[0]
             mask = mask.flip(-1) if mask is not None else None
         sample = {"features": f, "label": self.labels[i], "ok": bool(self.ok[i]), "part": int(self.parts[i]),
                   "index": i}
@@ -236,7 +266,7 @@ class FeatureSet(Dataset):
         masks = self.masks[rows] if self.masks is not None else None  # (B, h, w)
         if self.hflip:
             mirrored = torch.rand(len(rows)) < 0.5
-            f[mirrored] = f[mirrored].flip(-1)
+            f[mirrored] = self._flipped(rows[mirrored])
             if masks is not None:
                 masks[mirrored] = masks[mirrored].flip(-1)
         batch = {"features": f, "label": self.labels[rows], "ok": self.ok[rows], "part": self.parts[rows],
