@@ -285,6 +285,8 @@ def test_incompatible_recipes_are_refused_before_any_data_is_read(tmp_path: Path
     with pytest.raises(ConfigError, match="trainable_stages"):
         fit(_cfg(nowhere, "model.name=resnet18", "train.backbone=frozen", "train.trainable_stages=1"),
             tmp_path / "f", progress=False)
+    with pytest.raises(ConfigError, match="feature_flip must be one of auto, mirror, map"):
+        fit(_cfg(nowhere, "train.backbone=cached", "train.feature_flip=sometimes"), tmp_path / "h", progress=False)
     with pytest.raises(ConfigError, match="cannot train the last 5"):
         fit(_cfg(nowhere, "model.name=mil_efficientnet_lite0_multiscale", "train.backbone=cached",
                  "train.trainable_stages=5"), tmp_path / "g", progress=False)
@@ -338,19 +340,20 @@ def test_a_flipped_sample_takes_the_mirror_image_s_features_when_they_are_stored
         FeatureSet(features, ok, labels, parts, mirrored=mirrored[:, :2])
 
 
-@pytest.mark.parametrize(("tail", "stored"), [(0, False), (1, True)])
+@pytest.mark.parametrize(("tail", "flip", "stored"), [(0, "auto", False), (1, "auto", True), (0, "mirror", True),
+                                                      (1, "map", False)])
 def test_trainable_stages_train_on_the_features_of_mirrored_films_not_on_a_flipped_map(
-        blob_root: Path, tail: int, stored: bool) -> None:
+        blob_root: Path, tail: int, flip: str, stored: bool) -> None:
     from xraylens.datamodule import RadiographDataModule, load_training_data
 
     cfg = _cfg(blob_root, "train.backbone=cached", f"train.trainable_stages={tail}", "train.feature_engine=torch",
-               "data.augment.hflip=true")
+               "data.augment.hflip=true", f"train.feature_flip={flip}")
     torch.manual_seed(0)
     model = create_model("mil_efficientnet_lite0").eval()
     module = RadiographDataModule(cfg, load_training_data(cfg, progress=False), feature_model=model)
     module.setup("fit")
     train, val = module.train_set, module.val_set
-    assert (train.mirrored is not None) == stored and val.mirrored is None  # a 1x1 head flips its map exactly
+    assert (train.mirrored is not None) == stored and val.mirrored is None  # validation is never flipped
     if stored:
         films = torch.stack([module._dataset(module.data.train, train=False)[i]["image"] for i in range(3)])
         with torch.no_grad():

@@ -123,6 +123,10 @@ class TrainConfig:
     # (onnxruntime on a CPU when the onnx extra is installed and feature_precision is not bf16, else torch);
     # a failed export or parity check falls back to torch
     feature_engine: str = "torch"
+    # How data.augment.hflip flips cached features: "mirror" (the features of the mirrored film, computed and
+    # stored too: exact, 2x the feature time and memory), "map" (the stored map flipped: free, but trainable
+    # stages then read a map their pretrained filters never made) or "auto" (mirror when trainable_stages > 0)
+    feature_flip: str = "auto"
     optimizer: str = "adam"  # "adam" (the MURA paper's) or "adamw" (decoupled weight decay)
     # "plateau": lr / 10 when validation loss stalls (the paper's); "onecycle": warmup then cosine decay
     # over the whole run (warmup_fraction of the steps), stepped every batch

@@ -281,7 +281,8 @@ class RadiographDataModule(L.LightningDataModule):
 
         features, ok = compute(images, f"frozen features ({name})")
         # trainable stages must not read a flipped map through filters that never made one (features.py)
-        mirrored = compute(Mirrored(images), f"frozen features ({name}, mirrored)")[0] if hflip and tail else None
+        mirror = hflip and (self.cfg.train.feature_flip == "mirror" or self.cfg.train.feature_flip == "auto" and tail)
+        mirrored = compute(Mirrored(images), f"frozen features ({name}, mirrored)")[0] if mirror else None
         log.info("computed frozen features for %d %s images%s: %s float16 (computed in %s)", len(features), name,
                  " and their mirror images" if mirrored is not None else "", tuple(features.shape[1:]),
                  feature_precision(self.cfg.train.feature_precision, runner[1] if runner else "torch", device))

@@ -13,7 +13,8 @@ not mirror-symmetric). For a 1x1 head that only moves feature vectors; but
 trainable stages (partial fine-tuning) would read a mirrored map through
 pretrained 3x3 and 5x5 filters it never produced, so there the features of the
 mirrored image are computed and stored too (:class:`Mirrored`), twice the
-work and memory, and the flip is exact. Memory: features are kept as float16 in RAM, 229 kB
+work and memory, and the flip is exact (``train.feature_flip``: ``auto``
+does that only with trainable stages, ``mirror`` always, ``map`` never). Memory: features are kept as float16 in RAM, 229 kB
 per image for ``mil_efficientnet_lite0`` at 512 px (37k MURA images: 8.5 GB); 4x that for
 ``mil_efficientnet_lite0_stride8``, whose map has 4x the cells; 2.1x for
 ``mil_efficientnet_lite0_multiscale`` (232 channels stacked from three stages).
@@ -34,6 +35,7 @@ from xraylens.config import ConfigError
 log = logging.getLogger(__name__)
 
 FEATURE_PRECISIONS = ("32", "bf16", "auto")
+FEATURE_FLIPS = ("auto", "mirror", "map")  # train.feature_flip: how data.augment.hflip flips stored features
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # native bfloat16 arithmetic; elsewhere it is emulated, slower
 
 

@@ -383,7 +383,7 @@ def check_train_settings(cfg: ExperimentConfig) -> None:
                                 ("train.schedule", t.schedule, SCHEDULES)):
         if value not in allowed:
             raise ConfigError(f"{key}={value!r}; choose one of {', '.join(allowed)}")
-    from xraylens.features import FEATURE_PRECISIONS
+    from xraylens.features import FEATURE_FLIPS, FEATURE_PRECISIONS
     from xraylens.onnx_cpu import ENGINES
 
     if t.feature_precision not in FEATURE_PRECISIONS:
@@ -425,6 +425,8 @@ def check_train_settings(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"train.trainable_stages={t.trainable_stages}: {cfg.model.name} can train at most its "
                           f"last {max_trainable_stages(cfg.model.name)} backbone stages; "
                           f"cannot train the last {t.trainable_stages}")
+    if t.feature_flip not in FEATURE_FLIPS:
+        raise ConfigError(f"train.feature_flip must be one of {', '.join(FEATURE_FLIPS)}, got {t.feature_flip!r}")
     if t.backbone == "cached" and not has_feature_split(cfg.model.name):
         why = (" (its crops follow the global map as it learns, so no feature is fixed)"
                if has_logit_parts(cfg.model.name) else "")
